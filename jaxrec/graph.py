@@ -108,9 +108,7 @@ def _as_int_array(x, name: str) -> np.ndarray:
     return arr.astype(np.int64)
 
 
-def build_joint_graph(
-    n_users: int, domains: Sequence[tuple[np.ndarray, np.ndarray, int]]
-) -> JointGraph:
+def build_joint_graph(n_users: int, domains: Sequence[tuple[np.ndarray, np.ndarray, int]]) -> JointGraph:
     """Builds the joint user–item graph of all domains (host side, numpy).
 
     Duplicate interactions — the same (user, item) pair listed several times within a domain — are
@@ -162,13 +160,11 @@ def build_joint_graph(
         if users.size:
             if users.min() < 0 or users.max() >= n_users:
                 raise ValueError(
-                    f"domain {d}: user ids must lie in [0, {n_users}), got range "
-                    f"[{users.min()}, {users.max()}]"
+                    f"domain {d}: user ids must lie in [0, {n_users}), got range [{users.min()}, {users.max()}]"
                 )
             if items.min() < 0 or items.max() >= n_items_d:
                 raise ValueError(
-                    f"domain {d}: item ids must lie in [0, {n_items_d}), got range "
-                    f"[{items.min()}, {items.max()}]"
+                    f"domain {d}: item ids must lie in [0, {n_items_d}), got range [{items.min()}, {items.max()}]"
                 )
         # Deduplicate pairs within the domain (0/1 adjacency).
         pairs = np.unique(users * max(n_items_d, 1) + items)
@@ -215,8 +211,7 @@ def _edge_scale(graph: JointGraph, domain_weights: jax.Array | None) -> jax.Arra
     domain_weights = jnp.asarray(domain_weights)
     if domain_weights.shape != (graph.n_domains,):
         raise ValueError(
-            f"domain_weights must have shape ({graph.n_domains},) (one per domain), "
-            f"got {domain_weights.shape}"
+            f"domain_weights must have shape ({graph.n_domains},) (one per domain), got {domain_weights.shape}"
         )
     if not jnp.issubdtype(domain_weights.dtype, jnp.floating):
         domain_weights = domain_weights.astype(graph.weights.dtype)
@@ -274,9 +269,7 @@ def propagate(
         raise ValueError(f"num_layers must be >= 0, got {num_layers}")
     embeddings = jnp.asarray(embeddings)
     if embeddings.ndim != 2 or embeddings.shape[0] != graph.n_nodes:
-        raise ValueError(
-            f"embeddings must have shape [n_nodes={graph.n_nodes}, dim], got {embeddings.shape}"
-        )
+        raise ValueError(f"embeddings must have shape [n_nodes={graph.n_nodes}, dim], got {embeddings.shape}")
     if not jnp.issubdtype(embeddings.dtype, jnp.floating):
         raise TypeError(f"embeddings must be floating point, got dtype {embeddings.dtype}")
 
@@ -285,9 +278,7 @@ def propagate(
     total = embeddings
     for _ in range(num_layers):
         messages = layer[graph.senders] * scale  # [n_edges, dim]
-        layer = jax.ops.segment_sum(
-            messages, graph.receivers, num_segments=graph.n_nodes, indices_are_sorted=True
-        )
+        layer = jax.ops.segment_sum(messages, graph.receivers, num_segments=graph.n_nodes, indices_are_sorted=True)
         total = total + layer
     return total / (num_layers + 1)
 
@@ -311,15 +302,11 @@ def split_nodes(graph: JointGraph, table: jax.Array) -> tuple[jax.Array, tuple[j
     if table.ndim < 1 or table.shape[0] != graph.n_nodes:
         raise ValueError(f"table must have leading axis n_nodes={graph.n_nodes}, got shape {table.shape}")
     users = table[: graph.n_users]
-    items = tuple(
-        table[off : off + n] for off, n in zip(graph.item_offsets, graph.n_items, strict=True)
-    )
+    items = tuple(table[off : off + n] for off, n in zip(graph.item_offsets, graph.n_items, strict=True))
     return users, items
 
 
-def join_nodes(
-    graph: JointGraph, users: jax.Array, items: Sequence[jax.Array]
-) -> jax.Array:
+def join_nodes(graph: JointGraph, users: jax.Array, items: Sequence[jax.Array]) -> jax.Array:
     """Concatenates a user table and per-domain item tables into one node table (inverse of split_nodes).
 
     Args:
@@ -341,9 +328,7 @@ def join_nodes(
         raise ValueError(f"users must have shape [n_users={graph.n_users}, dim], got {users.shape}")
     for d, (t, n) in enumerate(zip(items, graph.n_items, strict=True)):
         if t.ndim != 2 or t.shape[0] != n or t.shape[1] != users.shape[1]:
-            raise ValueError(
-                f"items[{d}] must have shape [n_items={n}, dim={users.shape[1]}], got {t.shape}"
-            )
+            raise ValueError(f"items[{d}] must have shape [n_items={n}, dim={users.shape[1]}], got {t.shape}")
     return jnp.concatenate([users, *items], axis=0)
 
 

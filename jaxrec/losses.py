@@ -235,8 +235,9 @@ def _rows_of(name: str, x: ArrayLike | None, batch: int, num_neg: int) -> jax.Ar
         return None
     x = jnp.asarray(x)
     if x.shape not in ((num_neg,), (batch, num_neg)):
-        raise ValueError(f"{name} must be [num_neg] = ({num_neg},) or [batch, num_neg] = ({batch}, {num_neg}), "
-                         f"got {x.shape}")
+        raise ValueError(
+            f"{name} must be [num_neg] = ({num_neg},) or [batch, num_neg] = ({batch}, {num_neg}), got {x.shape}"
+        )
     return jnp.broadcast_to(x, (batch, num_neg))
 
 
@@ -390,8 +391,9 @@ def _prepare_pair(hs: ArrayLike, ht: ArrayLike, hs_mask: ArrayLike | None, ht_ma
     _check_rank("hs", hs, 2, "[n, dim]")
     _check_rank("ht", ht, 2, "[m, dim]")
     if hs.shape[1] != ht.shape[1]:
-        raise ValueError(f"hs {hs.shape} and ht {ht.shape} must have the same embedding dim "
-                         f"({hs.shape[1]} != {ht.shape[1]})")
+        raise ValueError(
+            f"hs {hs.shape} and ht {ht.shape} must have the same embedding dim ({hs.shape[1]} != {ht.shape[1]})"
+        )
     if hs.shape[1] == 0:
         raise ValueError(f"embedding dim must be >= 1, got hs {hs.shape} and ht {ht.shape}")
     dtype = jnp.promote_types(hs.dtype, ht.dtype)
@@ -416,8 +418,9 @@ def _enough(ws: jax.Array, wt: jax.Array, minimum: int) -> jax.Array:
     return (jnp.sum(ws) >= minimum) & (jnp.sum(wt) >= minimum)
 
 
-def mean_l2(hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None,
-            ht_mask: ArrayLike | None = None) -> jax.Array:
+def mean_l2(
+    hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None, ht_mask: ArrayLike | None = None
+) -> jax.Array:
     """Half squared distance between the domain means: ``½‖mean(hs) − mean(ht)‖²`` (the design's D).
 
     Args:
@@ -438,8 +441,9 @@ def mean_l2(hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None,
     return jnp.where(_enough(ws, wt, 1), 0.5 * jnp.sum(diff * diff), 0.0)
 
 
-def linear_mmd(hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None,
-               ht_mask: ArrayLike | None = None) -> jax.Array:
+def linear_mmd(
+    hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None, ht_mask: ArrayLike | None = None
+) -> jax.Array:
     """MMD² with the linear kernel: ``‖mean(hs) − mean(ht)‖²`` (always ≥ 0).
 
     Args:
@@ -489,10 +493,12 @@ def _inverse_multiquadric(d2: jax.Array, sigma_sq: jax.Array) -> jax.Array:
     return jax.lax.rsqrt(1.0 + d2 / (2.0 * sigma_sq))
 
 
-_KERNELS: Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]] = types.MappingProxyType({
-    "gaussian": _gaussian,
-    "imq": _inverse_multiquadric,
-})
+_KERNELS: Mapping[str, Callable[[jax.Array, jax.Array], jax.Array]] = types.MappingProxyType(
+    {
+        "gaussian": _gaussian,
+        "imq": _inverse_multiquadric,
+    }
+)
 
 
 def _kernel_sum(kernel: str, d2: jax.Array, sigma_sq: jax.Array) -> jax.Array:
@@ -565,7 +571,8 @@ def mmd(
         sigma_sq = _bandwidths_sq("bandwidths", bandwidths, dtype)
     # Distances are translation invariant: centring on the pooled mean reduces cancellation in ‖a‖²+‖b‖²−2a·b.
     centre = jax.lax.stop_gradient(
-        (jnp.sum(hs * ws[:, None], 0) + jnp.sum(ht * wt[:, None], 0)) / jnp.maximum(jnp.sum(ws) + jnp.sum(wt), 1))
+        (jnp.sum(hs * ws[:, None], 0) + jnp.sum(ht * wt[:, None], 0)) / jnp.maximum(jnp.sum(ws) + jnp.sum(wt), 1)
+    )
     hs_c = _zero_where_masked(hs - centre, ws[:, None] > 0)
     ht_c = _zero_where_masked(ht - centre, wt[:, None] > 0)
     n, m = hs.shape[0], ht.shape[0]
@@ -575,9 +582,11 @@ def mmd(
     k_ss = jnp.sum(_kernel_sum(kernel, _sq_dists(hs_c, hs_c), sigma_sq) * off_s)
     k_tt = jnp.sum(_kernel_sum(kernel, _sq_dists(ht_c, ht_c), sigma_sq) * off_t)
     k_st = jnp.sum(_kernel_sum(kernel, _sq_dists(hs_c, ht_c), sigma_sq) * (ws[:, None] * wt[None, :]))
-    value = (k_ss / jnp.maximum(count_s * (count_s - 1), 1)
-             + k_tt / jnp.maximum(count_t * (count_t - 1), 1)
-             - 2.0 * k_st / jnp.maximum(count_s * count_t, 1))
+    value = (
+        k_ss / jnp.maximum(count_s * (count_s - 1), 1)
+        + k_tt / jnp.maximum(count_t * (count_t - 1), 1)
+        - 2.0 * k_st / jnp.maximum(count_s * count_t, 1)
+    )
     return jnp.where(_enough(ws, wt, 2), value, 0.0)
 
 
@@ -588,8 +597,9 @@ def _masked_covariance(h: jax.Array, w: jax.Array) -> jax.Array:
     return gram / jnp.maximum(jnp.sum(w) - 1, 1)
 
 
-def coral(hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None,
-          ht_mask: ArrayLike | None = None) -> jax.Array:
+def coral(
+    hs: ArrayLike, ht: ArrayLike, *, hs_mask: ArrayLike | None = None, ht_mask: ArrayLike | None = None
+) -> jax.Array:
     """Deep CORAL: ``‖C_s − C_t‖²_F / (4 dim²)`` with unbiased ``(count − 1)`` covariances.
 
     Invariant to shifting either domain by a constant (only second moments are compared).
@@ -685,13 +695,15 @@ def sliced_wasserstein(
 
 Discrepancy = Callable[..., jax.Array]
 
-DISCREPANCIES: Mapping[str, Discrepancy] = types.MappingProxyType({
-    "mean_l2": mean_l2,
-    "linear_mmd": linear_mmd,
-    "mmd": mmd,
-    "coral": coral,
-    "sliced_wasserstein": sliced_wasserstein,
-})
+DISCREPANCIES: Mapping[str, Discrepancy] = types.MappingProxyType(
+    {
+        "mean_l2": mean_l2,
+        "linear_mmd": linear_mmd,
+        "mmd": mmd,
+        "coral": coral,
+        "sliced_wasserstein": sliced_wasserstein,
+    }
+)
 """Read-only registry ``name -> D(hs [n, dim], ht [m, dim], *, hs_mask=None, ht_mask=None, ...) -> scalar``."""
 
 

@@ -331,9 +331,7 @@ def sample_negatives(
         if ex.ndim == 1:
             ex = ex[:, None]
         if ex.ndim != 2 or ex.shape[0] != n_pairs:
-            raise ValueError(
-                f"exclude must have shape ({n_pairs},) or ({n_pairs}, m), got {np.asarray(exclude).shape}"
-            )
+            raise ValueError(f"exclude must have shape ({n_pairs},) or ({n_pairs}, m), got {np.asarray(exclude).shape}")
         ex = ex.astype(np.int64)
         rows = np.broadcast_to(np.arange(n_pairs)[:, None], ex.shape)
         keep = np.isin(ex, pool)  # only excluded ids that could be drawn matter (-1 never can)
@@ -370,16 +368,16 @@ def sample_negatives(
         if excl_codes.size:
             rows = np.arange(start, stop)
             keys[_collisions(np.broadcast_to(pool, keys.shape), rows, excl_codes, width)] = np.inf
-        part = np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg] if n_neg < pool.size else (
-            np.argsort(keys, axis=1)[:, :n_neg]
+        part = (
+            np.argpartition(keys, n_neg - 1, axis=1)[:, :n_neg]
+            if n_neg < pool.size
+            else (np.argsort(keys, axis=1)[:, :n_neg])
         )
         out[start:stop] = pool[part]
     return out
 
 
-def sampled_rank(
-    pos_scores: jax.Array, neg_scores: jax.Array, *, neg_mask: jax.Array | None = None
-) -> jax.Array:
+def sampled_rank(pos_scores: jax.Array, neg_scores: jax.Array, *, neg_mask: jax.Array | None = None) -> jax.Array:
     """1-based rank of each positive among its negatives; ties (and NaNs) count against the positive.
 
     ``rank = 1 + #{j : neg_mask[j] and not (neg_scores[j] < pos_score)}``.
@@ -496,9 +494,7 @@ def sampled_metrics(
 # Several seeds.
 
 
-def aggregate_seeds(
-    results: Sequence[Mapping[str, float]], *, ddof: int = 1
-) -> dict[str, dict[str, float]]:
+def aggregate_seeds(results: Sequence[Mapping[str, float]], *, ddof: int = 1) -> dict[str, dict[str, float]]:
     """Mean and standard deviation of each metric over runs with different seeds (host side).
 
     Args:

@@ -100,8 +100,9 @@ def _check_features(field: str, features: Sequence[int], *, allow_empty: bool = 
     if (not widths and not allow_empty) or any(
         not isinstance(w, (int, np.integer)) or isinstance(w, bool) or w < 1 for w in widths
     ):
-        raise ValueError(f"{field} must be a {'' if allow_empty else 'non-empty '}sequence of positive ints, "
-                         f"got {features!r}")
+        raise ValueError(
+            f"{field} must be a {'' if allow_empty else 'non-empty '}sequence of positive ints, got {features!r}"
+        )
 
 
 def _check_positive(field: str, value: int) -> None:
@@ -116,14 +117,12 @@ def _check_rate(field: str, rate: float) -> None:
 
 def _check_float(x: Array, name: str) -> None:
     if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.floating):
-        raise TypeError(f"{name} must be a floating array, got dtype {jnp.asarray(x).dtype} "
-                        f"(shape {jnp.shape(x)})")
+        raise TypeError(f"{name} must be a floating array, got dtype {jnp.asarray(x).dtype} (shape {jnp.shape(x)})")
 
 
 def _check_int(x: Array, name: str) -> None:
     if not jnp.issubdtype(jnp.asarray(x).dtype, jnp.integer):
-        raise TypeError(f"{name} must be an integer array, got dtype {jnp.asarray(x).dtype} "
-                        f"(shape {jnp.shape(x)})")
+        raise TypeError(f"{name} must be an integer array, got dtype {jnp.asarray(x).dtype} (shape {jnp.shape(x)})")
 
 
 def _check_rank(x: Array, rank: int, name: str, layout: str) -> None:
@@ -148,8 +147,9 @@ def _parse_domain(domain: Any, num_domains: int, batch: int) -> None | int | Arr
     if domain.ndim == 0:
         domain = jnp.broadcast_to(domain, (batch,))
     if domain.shape != (batch,):
-        raise ValueError(f"domain must be an int, a 0-d array or an array [batch] = ({batch},), "
-                         f"got shape {domain.shape}")
+        raise ValueError(
+            f"domain must be an int, a 0-d array or an array [batch] = ({batch},), got shape {domain.shape}"
+        )
     return domain
 
 
@@ -306,8 +306,10 @@ class CrossDomainEmbedding(nn.Module):
 
     def setup(self):
         self.user_table = nn.Embed(self.num_users, self.dim, embedding_init=self.embedding_init)
-        self.item_tables = [nn.Embed(n, self.dim, embedding_init=self.embedding_init, name=f"items_{k}")
-                            for k, n in enumerate(self.num_items)]
+        self.item_tables = [
+            nn.Embed(n, self.dim, embedding_init=self.embedding_init, name=f"items_{k}")
+            for k, n in enumerate(self.num_items)
+        ]
 
     @staticmethod
     def _lookup(table: nn.Embed, ids: Array, name: str) -> Array:
@@ -374,8 +376,10 @@ class TwoTower(nn.Module):
         if self.item_features is not None:
             _check_features("item_features", self.item_features)
             if tuple(self.item_features)[-1] != tuple(self.user_features)[-1]:
-                raise ValueError(f"user and item towers must end in the same width, got user_features "
-                                 f"{tuple(self.user_features)} and item_features {tuple(self.item_features)}")
+                raise ValueError(
+                    f"user and item towers must end in the same width, got user_features "
+                    f"{tuple(self.user_features)} and item_features {tuple(self.item_features)}"
+                )
         _check_choice("similarity", self.similarity, ("dot", "cosine"))
         _activation(self.activation)
         _check_rate("dropout_rate", self.dropout_rate)
@@ -430,8 +434,9 @@ class _EncoderBlock(nn.Module):
     def __call__(self, x: Array, mask: Array, *, deterministic: bool) -> Array:
         drop = nn.Dropout(self.dropout_rate)
         h = nn.LayerNorm(dtype=self.dtype)(x)
-        h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout_rate,
-                                            dtype=self.dtype)(h, mask=mask, deterministic=deterministic)
+        h = nn.MultiHeadDotProductAttention(num_heads=self.num_heads, dropout_rate=self.dropout_rate, dtype=self.dtype)(
+            h, mask=mask, deterministic=deterministic
+        )
         x = x + drop(h, deterministic=deterministic)
         h = nn.LayerNorm(dtype=self.dtype)(x)
         h = _activation(self.activation)(nn.Dense(self.mlp_dim, dtype=self.dtype)(h))
@@ -494,14 +499,17 @@ class HistoryEncoder(nn.Module):
 
     def setup(self):
         if self.num_items is not None:
-            self.item_embedding = nn.Embed(self.num_items, self.dim, embedding_init=DEFAULT_EMBEDDING_INIT,
-                                           dtype=self.dtype)
+            self.item_embedding = nn.Embed(
+                self.num_items, self.dim, embedding_init=DEFAULT_EMBEDDING_INIT, dtype=self.dtype
+            )
         extra = 1 if self.pooling == "cls" else 0
         self.positions = self.param("positions", nn.initializers.normal(0.02), (self.max_length + extra, self.dim))
         if extra:
             self.cls_token = self.param("cls_token", nn.initializers.normal(0.02), (self.dim,))
-        self.blocks = [_EncoderBlock(self.num_heads, self.mlp_ratio * self.dim, self.dropout_rate, self.activation,
-                                     self.dtype) for _ in range(self.num_layers)]
+        self.blocks = [
+            _EncoderBlock(self.num_heads, self.mlp_ratio * self.dim, self.dropout_rate, self.activation, self.dtype)
+            for _ in range(self.num_layers)
+        ]
         self.final_norm = nn.LayerNorm(dtype=self.dtype)
         self.embed_dropout = nn.Dropout(self.dropout_rate)
 
@@ -530,8 +538,7 @@ class HistoryEncoder(nn.Module):
         if dim != self.dim:
             raise ValueError(f"item_emb must be [batch, length, dim={self.dim}], got shape {item_emb.shape}")
         if not 1 <= length <= self.max_length:
-            raise ValueError(f"history length must be in [1, max_length={self.max_length}], got shape "
-                             f"{item_emb.shape}")
+            raise ValueError(f"history length must be in [1, max_length={self.max_length}], got shape {item_emb.shape}")
         if jnp.shape(valid) != (batch, length):
             raise ValueError(f"valid must be [batch, length] = {(batch, length)}, got shape {jnp.shape(valid)}")
         valid = jnp.asarray(valid, bool)
@@ -601,8 +608,13 @@ class SharedSpecificEncoder(nn.Module):
         dom = _parse_domain(domain, self.num_domains, x.shape[0])
         kw = {"activation": self.activation, "dropout_rate": self.dropout_rate, "use_layer_norm": self.use_layer_norm}
         shared = MLP(tuple(self.features), name="shared", **kw)(x, deterministic=deterministic)
-        specific = jnp.stack([MLP(tuple(self.features), name=f"specific_{k}", **kw)(x, deterministic=deterministic)
-                              for k in range(self.num_domains)], axis=1)  # [B, K, D]
+        specific = jnp.stack(
+            [
+                MLP(tuple(self.features), name=f"specific_{k}", **kw)(x, deterministic=deterministic)
+                for k in range(self.num_domains)
+            ],
+            axis=1,
+        )  # [B, K, D]
         specific = _select_domain(specific, dom)
         shared_b = jnp.broadcast_to(shared[:, None], specific.shape) if specific.ndim == 3 else shared
         if self.combine == "concat":
@@ -637,9 +649,15 @@ class _ExpertBank(nn.Module):
 
 def _towers(module: nn.Module, h: Array | Sequence[Array], *, deterministic: bool) -> Array:
     """Per-domain output towers ``tower_{k}`` on h [B, K, D] (or a list of K [B, D]) → [B, K, d_out]."""
-    outs = [MLP(tuple(module.tower_features), activation=module.activation, dropout_rate=module.dropout_rate,
-                name=f"tower_{k}")(h[:, k] if isinstance(h, jax.Array) else h[k], deterministic=deterministic)
-            for k in range(module.num_domains)]
+    outs = [
+        MLP(
+            tuple(module.tower_features),
+            activation=module.activation,
+            dropout_rate=module.dropout_rate,
+            name=f"tower_{k}",
+        )(h[:, k] if isinstance(h, jax.Array) else h[k], deterministic=deterministic)
+        for k in range(module.num_domains)
+    ]
     return jnp.stack(outs, axis=1)
 
 
@@ -687,8 +705,13 @@ class SharedBottom(nn.Module):
         """``x`` [B, d_in] → ``[B, d_out]`` (``[B, K, d_out]`` for ``domain=None``)."""
         _check_input(x)
         dom = _parse_domain(domain, self.num_domains, x.shape[0])
-        h = MLP(tuple(self.bottom_features), activation=self.activation, dropout_rate=self.dropout_rate,
-                activate_final=True, name="bottom")(x, deterministic=deterministic)
+        h = MLP(
+            tuple(self.bottom_features),
+            activation=self.activation,
+            dropout_rate=self.dropout_rate,
+            activate_final=True,
+            name="bottom",
+        )(x, deterministic=deterministic)
         return _select_domain(_towers(self, [h] * self.num_domains, deterministic=deterministic), dom)
 
 
@@ -723,16 +746,18 @@ class MMoE(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: Array, domain: Any, *, deterministic: bool = True,
-                 return_gates: bool = False) -> Array | tuple[Array, Array]:
+    def __call__(
+        self, x: Array, domain: Any, *, deterministic: bool = True, return_gates: bool = False
+    ) -> Array | tuple[Array, Array]:
         """``x`` [B, d_in] → ``[B, d_out]`` (``[B, K, d_out]`` for ``domain=None``).
 
         With ``return_gates=True`` also returns every domain's gate weights ``[B, K, E]`` (rows sum to 1).
         """
         _check_input(x)
         dom = _parse_domain(domain, self.num_domains, x.shape[0])
-        experts = _ExpertBank(self.num_experts, tuple(self.expert_features), self.activation, self.dropout_rate,
-                              name="experts")(x, deterministic=deterministic)  # [B, E, De]
+        experts = _ExpertBank(
+            self.num_experts, tuple(self.expert_features), self.activation, self.dropout_rate, name="experts"
+        )(x, deterministic=deterministic)  # [B, E, De]
         logits = nn.Dense(self.num_domains * self.num_experts, name="gates")(x)
         gates = jax.nn.softmax(logits.reshape(x.shape[0], self.num_domains, self.num_experts), axis=-1)
         mixed = jnp.einsum("bke,bed->bkd", gates, experts)  # [B, K, De]
@@ -780,8 +805,9 @@ class PLE(nn.Module):
         super().__post_init__()
 
     @nn.compact
-    def __call__(self, x: Array, domain: Any, *, deterministic: bool = True,
-                 return_gates: bool = False) -> Array | tuple[Array, tuple[dict[str, Array], ...]]:
+    def __call__(
+        self, x: Array, domain: Any, *, deterministic: bool = True, return_gates: bool = False
+    ) -> Array | tuple[Array, tuple[dict[str, Array], ...]]:
         """``x`` [B, d_in] → ``[B, d_out]`` (``[B, K, d_out]`` for ``domain=None``).
 
         With ``return_gates=True`` also returns, per layer, ``{"domain": [B, K, Es + Sh], "shared":
@@ -791,14 +817,22 @@ class PLE(nn.Module):
         """
         _check_input(x)
         dom = _parse_domain(domain, self.num_domains, x.shape[0])
-        bank = {"features": tuple(self.expert_features), "activation": self.activation,
-                "dropout_rate": self.dropout_rate}
+        bank = {
+            "features": tuple(self.expert_features),
+            "activation": self.activation,
+            "dropout_rate": self.dropout_rate,
+        }
         h_dom, h_shared, all_gates = [x] * self.num_domains, x, []
         for layer in range(self.num_layers):
-            specific = [_ExpertBank(self.num_specific_experts, name=f"layer{layer}_domain{k}_experts", **bank)(
-                h_dom[k], deterministic=deterministic) for k in range(self.num_domains)]  # K × [B, Es, De]
+            specific = [
+                _ExpertBank(self.num_specific_experts, name=f"layer{layer}_domain{k}_experts", **bank)(
+                    h_dom[k], deterministic=deterministic
+                )
+                for k in range(self.num_domains)
+            ]  # K × [B, Es, De]
             shared = _ExpertBank(self.num_shared_experts, name=f"layer{layer}_shared_experts", **bank)(
-                h_shared, deterministic=deterministic)  # [B, Sh, De]
+                h_shared, deterministic=deterministic
+            )  # [B, Sh, De]
             n_gate = self.num_specific_experts + self.num_shared_experts
             new_dom, dom_gates = [], []
             for k in range(self.num_domains):
@@ -936,8 +970,10 @@ class CoNet(nn.Module):
         """``x_a`` [B, d_a], ``x_b`` [B, d_b] → ``(out_a [B, d_out], out_b [B, d_out])``."""
         _check_dual(x_a, x_b)
         if self.shared_transfer and x_a.shape[-1] != x_b.shape[-1]:
-            raise ValueError(f"shared_transfer needs equal input widths, got x_a {x_a.shape} and x_b {x_b.shape}; "
-                             f"use shared_transfer=False")
+            raise ValueError(
+                f"shared_transfer needs equal input widths, got x_a {x_a.shape} and x_b {x_b.shape}; "
+                f"use shared_transfer=False"
+            )
         act, init = _activation(self.activation), nn.initializers.lecun_normal()
         a, b = x_a, x_b
         for i, width in enumerate(self.features):
@@ -1054,8 +1090,9 @@ class EMCDRMapping(nn.Module):
         out_dim = self.out_dim or user_src.shape[-1]
         if self.linear:
             return nn.Dense(out_dim, use_bias=False, name="linear")(user_src)
-        return MLP(tuple(self.hidden) + (out_dim,), activation=self.activation, dropout_rate=self.dropout_rate,
-                   name="mlp")(user_src, deterministic=deterministic)
+        return MLP(
+            tuple(self.hidden) + (out_dim,), activation=self.activation, dropout_rate=self.dropout_rate, name="mlp"
+        )(user_src, deterministic=deterministic)
 
 
 class PTUPCDRMeta(nn.Module):
@@ -1122,8 +1159,10 @@ class PTUPCDRMeta(nn.Module):
         _check_float(user_src, "user_src")
         _check_rank(user_src, 2, "user_src", f"[batch, dim={self.dim}]")
         if user_src.shape[-1] != self.dim or user_src.shape[0] != jnp.shape(history)[0]:
-            raise ValueError(f"user_src must be [batch, dim={self.dim}] with the batch of history "
-                             f"{jnp.shape(history)}, got shape {user_src.shape}")
+            raise ValueError(
+                f"user_src must be [batch, dim={self.dim}] with the batch of history "
+                f"{jnp.shape(history)}, got shape {user_src.shape}"
+            )
         return jnp.einsum("bi,bij->bj", user_src, self.bridge(history, mask))
 
 
@@ -1162,6 +1201,11 @@ class DomainClassifier(nn.Module):
         _check_float(h, "h")
         _check_rank(h, 2, "h", "[batch, dim]")
         h = gradient_reversal(h, alpha)
-        logits = MLP(tuple(self.hidden) + (1,), activation=self.activation, dropout_rate=self.dropout_rate,
-                     use_layer_norm=self.use_layer_norm, name="mlp")(h, deterministic=deterministic)
+        logits = MLP(
+            tuple(self.hidden) + (1,),
+            activation=self.activation,
+            dropout_rate=self.dropout_rate,
+            use_layer_norm=self.use_layer_norm,
+            name="mlp",
+        )(h, deterministic=deterministic)
         return logits[:, 0]

@@ -1,8 +1,8 @@
 """Tests for jaxrec.graph: LightGCN propagation against a dense numpy float64 reference."""
 
 import jax
-import jax.test_util  # noqa: F401  (check_grads)
 import jax.numpy as jnp
+import jax.test_util  # noqa: F401  (check_grads)
 import numpy as np
 import pytest
 
@@ -151,9 +151,7 @@ def test_zero_weight_removes_domain_influence_on_users():
     assert np.all(np.asarray(jac[:, :, lo:hi, :]) == 0.0)
     # ... while with weight 1 it is not (user 1, 2, 3 touch domain B).
     w_one = jnp.ones(2)
-    jac1 = jax.jacrev(
-        lambda e: G.split_nodes(g, G.propagate(g, e, num_layers=3, domain_weights=w_one))[0]
-    )(emb)
+    jac1 = jax.jacrev(lambda e: G.split_nodes(g, G.propagate(g, e, num_layers=3, domain_weights=w_one))[0])(emb)
     assert np.abs(np.asarray(jac1[:, :, lo:hi, :])).sum() > 0.1
     # User 3 interacts only with domain B: with w_B = 0 it keeps only its own layer-0 share e0/(K+1)
     # plus what comes back through itself (nothing: no other path), i.e. exactly e0/4.
@@ -170,9 +168,7 @@ def test_gradients_finite_and_match_numerical():
     def loss(e, w):
         return jnp.sum(jnp.sin(G.propagate(g, e, num_layers=2, domain_weights=w)))
 
-    ge, gw = jax.jit(jax.grad(loss, argnums=(0, 1)))(
-        jnp.asarray(emb_np, jnp.float32), jnp.asarray(w_np, jnp.float32)
-    )
+    ge, gw = jax.jit(jax.grad(loss, argnums=(0, 1)))(jnp.asarray(emb_np, jnp.float32), jnp.asarray(w_np, jnp.float32))
     assert np.all(np.isfinite(np.asarray(ge))) and np.all(np.isfinite(np.asarray(gw)))
     assert np.abs(np.asarray(ge)).sum() > 0 and np.abs(np.asarray(gw)).sum() > 0
     with jax.enable_x64(True):

@@ -3,6 +3,7 @@
 Conventions: hs [n, dim] source rows, ht [m, dim] target rows; task losses are per-example [batch].
 Every jax computation runs under jax.jit; float32 results are compared with explicit tolerances.
 """
+
 import math
 
 import jax
@@ -168,8 +169,9 @@ def test_sigmoid_bce_matches_numpy_and_is_stable():
     big = f(jnp.array([100.0, -100.0, 100.0]), jnp.array([0.0, 0.0, 1.0]))
     np.testing.assert_allclose(big, [100.0, 0.0, 0.0], atol=1e-6)
     # Gradient is σ(x) − z, including at x = 0 where |x|-based formulas give the wrong subgradient.
-    grad = jax.jit(jax.grad(lambda x, z: jnp.sum(L.sigmoid_bce(x, z))))(jnp.array([0.0, 0.0, 2.0]),
-                                                                       jnp.array([1.0, 0.0, 0.3]))
+    grad = jax.jit(jax.grad(lambda x, z: jnp.sum(L.sigmoid_bce(x, z))))(
+        jnp.array([0.0, 0.0, 2.0]), jnp.array([1.0, 0.0, 0.3])
+    )
     np.testing.assert_allclose(grad, [-0.5, 0.5, 1.0 / (1.0 + math.exp(-2.0)) - 0.3], **F32)
 
 
@@ -215,8 +217,19 @@ def test_sampled_softmax_logq_and_accidental_hits_match_numpy():
     nid_shared = np.array([7, 2, 3, 3, 5])  # hits: row 0 (id 3) twice, row 1 (id 7) once
     where = np.array([1, 1, 0, 1], bool)
     nwhere = np.array([1, 1, 1, 1, 0], bool)  # last shared negative is padding
-    f = jax.jit(lambda *a: L.sampled_softmax(a[0], a[1], pos_log_q=a[2], neg_log_q=a[3], pos_ids=a[4],
-                                             neg_ids=a[5], where=a[6], neg_where=a[7], temperature=0.5))
+    f = jax.jit(
+        lambda *a: L.sampled_softmax(
+            a[0],
+            a[1],
+            pos_log_q=a[2],
+            neg_log_q=a[3],
+            pos_ids=a[4],
+            neg_ids=a[5],
+            where=a[6],
+            neg_where=a[7],
+            temperature=0.5,
+        )
+    )
     out = f(pos, neg, plq, nlq_shared, pid, nid_shared, where, nwhere)
     tile = lambda v: np.broadcast_to(v, (batch, k))  # noqa: E731
     ref = np_sampled_softmax(pos, neg, plq, tile(nlq_shared), pid, tile(nid_shared), where, tile(nwhere), 0.5)
@@ -330,8 +343,7 @@ def test_discrepancy_check_grads_float64(name):
         mt = jnp.array([True, True, False, True])
         theta = jnp.asarray(unit_columns(rng, 3, 3), jnp.float64)
         f = disc_call(name, theta=theta, num_quantiles=15)
-        check_grads(lambda a, b: f(a, b, None, mt), (hs, ht), order=1, modes=("rev",),
-                    atol=1e-5, rtol=1e-5)
+        check_grads(lambda a, b: f(a, b, None, mt), (hs, ht), order=1, modes=("rev",), atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("name", DISC_NAMES)
@@ -374,13 +386,18 @@ def test_masked_discrepancies_equal_numpy_on_sliced_rows(data):
 
 
 # Jitted once for the hypothesis test (60 = lcm(1..6): exact quantile integral for every valid count).
-_CACHED = {name: disc_call(name, theta=unit_columns(np.random.default_rng(0), 2, 3), num_quantiles=60)
-           for name in DISC_NAMES}
+_CACHED = {
+    name: disc_call(name, theta=unit_columns(np.random.default_rng(0), 2, 3), num_quantiles=60) for name in DISC_NAMES
+}
 
 
 @HYP
-@given(st.lists(st.booleans(), min_size=6, max_size=6), st.lists(st.booleans(), min_size=5, max_size=5),
-       st.floats(-3.0, 3.0), st.integers(0, 1000))
+@given(
+    st.lists(st.booleans(), min_size=6, max_size=6),
+    st.lists(st.booleans(), min_size=5, max_size=5),
+    st.floats(-3.0, 3.0),
+    st.integers(0, 1000),
+)
 def test_linear_mmd_nonnegative_and_coral_invariant_to_mean_shift(ms, mt, shift, seed):
     rng = np.random.default_rng(seed)
     hs = rng.normal(size=(6, 2)).astype(np.float32)
@@ -487,12 +504,22 @@ def test_dann_lambda_schedule_matches_formula_and_jits():
 
 
 def test_combined_loss_total_and_parts_under_jit():
-    f = jax.jit(lambda a, b, d, lam: L.combined_loss({"source": a, "target": b}, d, lam=lam,
-                                                     weights={"source": 0.5, "target": 2.0}))
+    f = jax.jit(
+        lambda a, b, d, lam: L.combined_loss(
+            {"source": a, "target": b}, d, lam=lam, weights={"source": 0.5, "target": 2.0}
+        )
+    )
     total, parts = f(1.0, 3.0, 0.25, 4.0)
     np.testing.assert_allclose(total, 0.5 * 1.0 + 2.0 * 3.0 + 4.0 * 0.25, **F32)
-    expected = {"task/source": 1.0, "task/target": 3.0, "task": 6.5, "discrepancy": 0.25, "lam": 4.0,
-                "weighted_discrepancy": 1.0, "total": 7.5}
+    expected = {
+        "task/source": 1.0,
+        "task/target": 3.0,
+        "task": 6.5,
+        "discrepancy": 0.25,
+        "lam": 4.0,
+        "weighted_discrepancy": 1.0,
+        "total": 7.5,
+    }
     assert set(parts) == set(expected)
     for k, v in expected.items():
         np.testing.assert_allclose(parts[k], v, err_msg=k, **F32)
@@ -588,17 +615,24 @@ def _train_two_domains(lam, x, r_s, r_t, key):
     """300 full-batch Adam steps on MSE(source) + MSE(target) + lam · MMD(h_s, h_t); returns final h_s, h_t."""
     feat, rank, items = x.shape[1], 4, r_s.shape[1]
     k = jax.random.split(key, 4)
-    params = {"w_s": 0.3 * jax.random.normal(k[0], (feat, rank)), "w_t": 0.3 * jax.random.normal(k[1], (feat, rank)),
-              "b_s": jnp.zeros(rank), "b_t": jnp.zeros(rank),
-              "v_s": 0.3 * jax.random.normal(k[2], (items, rank)), "v_t": 0.3 * jax.random.normal(k[3], (items, rank))}
+    params = {
+        "w_s": 0.3 * jax.random.normal(k[0], (feat, rank)),
+        "w_t": 0.3 * jax.random.normal(k[1], (feat, rank)),
+        "b_s": jnp.zeros(rank),
+        "b_t": jnp.zeros(rank),
+        "v_s": 0.3 * jax.random.normal(k[2], (items, rank)),
+        "v_t": 0.3 * jax.random.normal(k[3], (items, rank)),
+    }
 
     def users(p):
         return x @ p["w_s"] + p["b_s"], x @ p["w_t"] + p["b_t"]
 
     def loss_fn(p):
         h_s, h_t = users(p)
-        task = {"source": L.mean_where(L.mse(h_s @ p["v_s"].T, r_s)),
-                "target": L.mean_where(L.mse(h_t @ p["v_t"].T, r_t))}
+        task = {
+            "source": L.mean_where(L.mse(h_s @ p["v_s"].T, r_s)),
+            "target": L.mean_where(L.mse(h_t @ p["v_t"].T, r_t)),
+        }
         return L.combined_loss(task, L.mmd(h_s, h_t), lam=lam)
 
     opt = optax.adam(0.03)

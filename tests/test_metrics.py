@@ -154,8 +154,9 @@ def test_per_user_then_average_equals_batched():
     topk = np.stack([rng.permutation(30)[:10] for _ in range(12)])
     pos = np.where(rng.random((12, 6)) < 0.6, rng.integers(0, 30, (12, 6)), -1)
     whole = _ranking(jnp.asarray(topk), jnp.asarray(pos), ks=(5, 10))
-    parts = [_ranking_per_user(jnp.asarray(topk[s]), jnp.asarray(pos[s]), ks=(5, 10)) for s in
-             (slice(0, 6), slice(6, 12))]
+    parts = [
+        _ranking_per_user(jnp.asarray(topk[s]), jnp.asarray(pos[s]), ks=(5, 10)) for s in (slice(0, 6), slice(6, 12))
+    ]
     per_user = {n: jnp.concatenate([p[0][n] for p in parts]) for n in parts[0][0]}
     valid = jnp.concatenate([p[1] for p in parts])
     avg = M.average_metrics(per_user, valid, count_key="num_users")

@@ -167,46 +167,96 @@ HMASK = IDS >= 0
 # name: (factory(dropout_rate) -> module, array args, static kwargs, expected output shapes)
 CASES = {
     "mlp": (lambda r: MLP((8, 3), dropout_rate=r, use_layer_norm=True), (X,), {}, (B, 3)),
-    "embedding": (lambda r: CrossDomainEmbedding(num_users=10, num_items=(6, 7), dim=4),
-                  (np.arange(B, dtype=np.int32), IDS[:, :3]), {"domain": 1}, ((B, 4), (B, 3, 4))),
+    "embedding": (
+        lambda r: CrossDomainEmbedding(num_users=10, num_items=(6, 7), dim=4),
+        (np.arange(B, dtype=np.int32), IDS[:, :3]),
+        {"domain": 1},
+        ((B, 4), (B, 3, 4)),
+    ),
     "two_tower_dot": (lambda r: TwoTower((8, 4), (6, 4), dropout_rate=r), (X, _normal((B, 6), 3)), {}, (B,)),
-    "two_tower_cos": (lambda r: TwoTower((8, 4), similarity="cosine", dropout_rate=r),
-                      (X, _normal((B, 6), 3)), {}, (B,)),
-    "history_mean": (lambda r: HistoryEncoder(num_items=20, max_length=8, dim=8, num_heads=2, num_layers=2,
-                                              dropout_rate=r), (IDS,), {}, (B, 8)),
-    "history_cls": (lambda r: HistoryEncoder(num_items=20, max_length=8, dim=8, num_heads=2, num_layers=1,
-                                             pooling="cls", dropout_rate=r), (IDS,), {}, (B, 8)),
-    "shared_specific": (lambda r: SharedSpecificEncoder(3, (8, 4), dropout_rate=r), (X, DOM), {},
-                        ((B, 8), (B, 4), (B, 4))),
-    "shared_specific_all": (lambda r: SharedSpecificEncoder(3, (8, 4), combine="sum", dropout_rate=r), (X,),
-                            {"domain": None}, ((B, 3, 4), (B, 4), (B, 3, 4))),
+    "two_tower_cos": (
+        lambda r: TwoTower((8, 4), similarity="cosine", dropout_rate=r),
+        (X, _normal((B, 6), 3)),
+        {},
+        (B,),
+    ),
+    "history_mean": (
+        lambda r: HistoryEncoder(num_items=20, max_length=8, dim=8, num_heads=2, num_layers=2, dropout_rate=r),
+        (IDS,),
+        {},
+        (B, 8),
+    ),
+    "history_cls": (
+        lambda r: HistoryEncoder(
+            num_items=20, max_length=8, dim=8, num_heads=2, num_layers=1, pooling="cls", dropout_rate=r
+        ),
+        (IDS,),
+        {},
+        (B, 8),
+    ),
+    "shared_specific": (
+        lambda r: SharedSpecificEncoder(3, (8, 4), dropout_rate=r),
+        (X, DOM),
+        {},
+        ((B, 8), (B, 4), (B, 4)),
+    ),
+    "shared_specific_all": (
+        lambda r: SharedSpecificEncoder(3, (8, 4), combine="sum", dropout_rate=r),
+        (X,),
+        {"domain": None},
+        ((B, 3, 4), (B, 4), (B, 3, 4)),
+    ),
     "shared_bottom": (lambda r: SharedBottom(3, (8,), (4, 2), dropout_rate=r), (X, DOM), {}, (B, 2)),
-    "shared_bottom_all": (lambda r: SharedBottom(3, (8,), (4, 2), dropout_rate=r), (X,), {"domain": None},
-                          (B, 3, 2)),
+    "shared_bottom_all": (lambda r: SharedBottom(3, (8,), (4, 2), dropout_rate=r), (X,), {"domain": None}, (B, 3, 2)),
     "mmoe": (lambda r: MMoE(3, 3, (8,), (4, 2), dropout_rate=r), (X, DOM), {}, (B, 2)),
-    "mmoe_gates": (lambda r: MMoE(3, 3, (8,), (4, 2), dropout_rate=r), (X,),
-                   {"domain": 1, "return_gates": True}, ((B, 2), (B, 3, 3))),
+    "mmoe_gates": (
+        lambda r: MMoE(3, 3, (8,), (4, 2), dropout_rate=r),
+        (X,),
+        {"domain": 1, "return_gates": True},
+        ((B, 2), (B, 3, 3)),
+    ),
     "ple": (lambda r: PLE(2, 1, 2, 1, (8,), (4, 1), dropout_rate=r), (X, DOM2), {}, (B, 1)),
-    "ple_gates": (lambda r: PLE(2, 2, 2, 1, (8,), (4, 1), dropout_rate=r), (X,),
-                  {"domain": None, "return_gates": True},
-                  ((B, 2, 1), ({"domain": (B, 2, 3), "shared": (B, 5)}, {"domain": (B, 2, 3)}))),
+    "ple_gates": (
+        lambda r: PLE(2, 2, 2, 1, (8,), (4, 1), dropout_rate=r),
+        (X,),
+        {"domain": None, "return_gates": True},
+        ((B, 2, 1), ({"domain": (B, 2, 3), "shared": (B, 5)}, {"domain": (B, 2, 3)})),
+    ),
     "star": (lambda r: STAR(3, (8, 2), dropout_rate=r), (X, DOM), {}, (B, 2)),
-    "star_pn_static": (lambda r: STAR(3, (8, 2), partitioned_norm=True, dropout_rate=r), (X,), {"domain": 2},
-                       (B, 2)),
+    "star_pn_static": (lambda r: STAR(3, (8, 2), partitioned_norm=True, dropout_rate=r), (X,), {"domain": 2}, (B, 2)),
     "star_all": (lambda r: STAR(3, (8, 2), dropout_rate=r), (X,), {"domain": None}, (B, 3, 2)),
     "conet": (lambda r: CoNet((8, 3), dropout_rate=r), (X, _normal((B, 5), 4)), {}, ((B, 3), (B, 3))),
-    "conet_unshared": (lambda r: CoNet((8, 3), shared_transfer=False, dropout_rate=r), (X, _normal((B, 6), 4)),
-                       {}, ((B, 3), (B, 3))),
-    "cross_stitch": (lambda r: CrossStitch((8, 3), dropout_rate=r), (X, _normal((B, 6), 4)), {},
-                     ((B, 3), (B, 3))),
+    "conet_unshared": (
+        lambda r: CoNet((8, 3), shared_transfer=False, dropout_rate=r),
+        (X, _normal((B, 6), 4)),
+        {},
+        ((B, 3), (B, 3)),
+    ),
+    "cross_stitch": (lambda r: CrossStitch((8, 3), dropout_rate=r), (X, _normal((B, 6), 4)), {}, ((B, 3), (B, 3))),
     "emcdr": (lambda r: EMCDRMapping(hidden=(8,), dropout_rate=r), (X,), {}, (B, 5)),
     "emcdr_linear": (lambda r: EMCDRMapping(out_dim=3, linear=True), (X,), {}, (B, 3)),
-    "ptupcdr": (lambda r: PTUPCDRMeta(dim=4, attention_hidden=8, meta_hidden=(8,)),
-                (_normal((B, 4), 5), HIST, HMASK), {}, (B, 4)),
+    "ptupcdr": (
+        lambda r: PTUPCDRMeta(dim=4, attention_hidden=8, meta_hidden=(8,)),
+        (_normal((B, 4), 5), HIST, HMASK),
+        {},
+        (B, 4),
+    ),
     "domain_classifier": (lambda r: DomainClassifier((8,), dropout_rate=r), (X, np.float32(0.5)), {}, (B,)),
 }
-DROPOUT_CASES = ["mlp", "two_tower_dot", "history_cls", "shared_specific", "shared_bottom",
-                 "mmoe", "ple", "star", "conet", "cross_stitch", "emcdr", "domain_classifier"]
+DROPOUT_CASES = [
+    "mlp",
+    "two_tower_dot",
+    "history_cls",
+    "shared_specific",
+    "shared_bottom",
+    "mmoe",
+    "ple",
+    "star",
+    "conet",
+    "cross_stitch",
+    "emcdr",
+    "domain_classifier",
+]
 
 
 def _shapes(tree):
@@ -249,8 +299,11 @@ def test_initializers():
     """The real (random) initializers, on small modules."""
     emb = CrossDomainEmbedding(num_users=200, num_items=(6, 7), dim=8)
     p = _np(_jit(lambda k: emb.init(k, jnp.arange(2), jnp.arange(2), 1))(_rbg(3)))["params"]
-    assert {k: v["embedding"].shape for k, v in p.items()} == {"user_table": (200, 8), "items_0": (6, 8),
-                                                               "items_1": (7, 8)}
+    assert {k: v["embedding"].shape for k, v in p.items()} == {
+        "user_table": (200, 8),
+        "items_0": (6, 8),
+        "items_1": (7, 8),
+    }
     assert 0.08 < float(np.std(p["user_table"]["embedding"])) < 0.12  # N(0, 0.1²)
     star = _np(_jit(STAR(2, (3, 1), partitioned_norm=True).init, static_argnums=2)(_rbg(4), X, 0))["params"]
     np.testing.assert_array_equal(star["domain_kernel_0"], np.ones((2, 5, 3)))
@@ -367,8 +420,12 @@ def test_two_tower_cosine_gradient_and_zero_vector():
     ux, ix = _normal((3, 5), 11), _normal((3, 5), 12)
     params = _init(tt, ux, ix)
     with jax.enable_x64(True):
-        check_grads(jax.jit(lambda u, i: tt.apply(_np(params), u, i)), (ux.astype(np.float64), ix.astype(np.float64)),
-                    order=1, modes=("rev",))
+        check_grads(
+            jax.jit(lambda u, i: tt.apply(_np(params), u, i)),
+            (ux.astype(np.float64), ix.astype(np.float64)),
+            order=1,
+            modes=("rev",),
+        )
     # a tower output of exactly 0 gives score 0 and a finite gradient (no 0/0)
     zero = jax.tree.map(np.zeros_like, params)
     score, grad = _jit(jax.value_and_grad(lambda p: jnp.sum(tt.apply(p, ux, ix))))(zero)
@@ -427,8 +484,7 @@ def test_history_encoder_padding_does_not_matter(pooling):
     # (b) permuting those hidden ids among the padded positions
     perm = junk.copy()
     perm[pad] = np.roll(junk[pad], 3)
-    np.testing.assert_allclose(_apply(enc, params, perm, ~pad), out, rtol=1e-6,
-                               atol=1e-6)
+    np.testing.assert_allclose(_apply(enc, params, perm, ~pad), out, rtol=1e-6, atol=1e-6)
     # (c) trailing padding = a shorter sequence (positions of valid items unchanged)
     short = np.array([[3, 4, 5], [1, 2, 7], [-1, -1, -1], [0, 1, 2]], np.int32)
     longer = np.concatenate([short, np.full((B, 5), -1, np.int32)], axis=1)
@@ -467,8 +523,14 @@ def test_history_encoder_encode_gradients_float64():
     emb, valid = _normal((2, 4, 4), 13), np.array([[True, True, False, True], [True, False, False, False]])
     params = _init(enc, emb, valid, method=HistoryEncoder.encode)
     with jax.enable_x64(True):
-        check_grads(jax.jit(lambda e: enc.apply(_np(params), e, valid, method=HistoryEncoder.encode)),
-                    (emb.astype(np.float64),), order=1, modes=("rev",), atol=1e-4, rtol=1e-4)
+        check_grads(
+            jax.jit(lambda e: enc.apply(_np(params), e, valid, method=HistoryEncoder.encode)),
+            (emb.astype(np.float64),),
+            order=1,
+            modes=("rev",),
+            atol=1e-4,
+            rtol=1e-4,
+        )
 
 
 def test_history_encoder_bad_input():
@@ -537,8 +599,9 @@ def test_mmoe_matches_numpy_and_gates_sum_to_one():
 
 def test_ple_matches_numpy_and_gates_sum_to_one():
     K, Es, Sh = 2, 2, 1
-    m = PLE(K, num_layers=2, num_specific_experts=Es, num_shared_experts=Sh, expert_features=(6,),
-            tower_features=(3, 1))
+    m = PLE(
+        K, num_layers=2, num_specific_experts=Es, num_shared_experts=Sh, expert_features=(6,), tower_features=(3, 1)
+    )
     params = _init(m, X, DOM2)
     p, x = _np(params)["params"], np.asarray(X, np.float64)
     # reference written per the paper: CGC layer = specific experts of k + shared experts, gated per domain.
@@ -588,8 +651,15 @@ def test_star_reduces_to_mlp_with_unit_domain_weights():
     for i in range(3):  # domain weights -> ones, domain biases -> zeros
         params = _set(params, (f"domain_kernel_{i}",), np.ones(params["params"][f"domain_kernel_{i}"].shape))
         params = _set(params, (f"domain_bias_{i}",), np.zeros(params["params"][f"domain_bias_{i}"].shape))
-    mlp_params = {"params": {f"dense_{i}": {"kernel": params["params"][f"shared_kernel_{i}"],
-                                            "bias": params["params"][f"shared_bias_{i}"]} for i in range(3)}}
+    mlp_params = {
+        "params": {
+            f"dense_{i}": {
+                "kernel": params["params"][f"shared_kernel_{i}"],
+                "bias": params["params"][f"shared_bias_{i}"],
+            }
+            for i in range(3)
+        }
+    }
     plain = _apply(MLP((8, 6, 2)), mlp_params, X)
     np.testing.assert_allclose(_apply(star, params, X, DOM), plain, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(_apply(star, params, X, domain=2), plain, rtol=1e-6, atol=1e-6)  # static domain
@@ -607,8 +677,11 @@ def test_star_matches_numpy(pn):
             z = (h - h.mean()) / np.sqrt(h.var() + 1e-6)
             h = p["pn_scale"] * p["pn_domain_scale"][d] * z + p["pn_bias"] + p["pn_domain_bias"][d]
         for i in range(3):
-            h = h @ (p[f"shared_kernel_{i}"] * p[f"domain_kernel_{i}"][d]) + p[f"shared_bias_{i}"] + p[
-                f"domain_bias_{i}"][d]
+            h = (
+                h @ (p[f"shared_kernel_{i}"] * p[f"domain_kernel_{i}"][d])
+                + p[f"shared_bias_{i}"]
+                + p[f"domain_bias_{i}"][d]
+            )
             h = _relu(h) if i < 2 else h
         ref[b] = h
     np.testing.assert_allclose(_apply(star, params, X, DOM), ref, rtol=1e-4, atol=1e-5)
@@ -623,8 +696,9 @@ def test_star_gradient_float64():
     x, dom = _normal((3, 5), 16), np.array([1, 0, 1], np.int32)
     params = _star_params_random_domains(_init(star, x, dom), 17)
     with jax.enable_x64(True):
-        check_grads(jax.jit(lambda x: star.apply(_np(params), x, dom)), (x.astype(np.float64),), order=1,
-                    modes=("rev",))
+        check_grads(
+            jax.jit(lambda x: star.apply(_np(params), x, dom)), (x.astype(np.float64),), order=1, modes=("rev",)
+        )
 
 
 def test_domain_index_validation():
@@ -729,8 +803,10 @@ def test_emcdr_mapping_matches_numpy():
 
 def _np_ptupcdr(p, user, hist, mask):
     att = p["attention"]
-    logits = (np.maximum(hist @ att["dense_0"]["kernel"] + att["dense_0"]["bias"], 0) @ att["dense_1"]["kernel"]
-              + att["dense_1"]["bias"])[..., 0]
+    logits = (
+        np.maximum(hist @ att["dense_0"]["kernel"] + att["dense_0"]["bias"], 0) @ att["dense_1"]["kernel"]
+        + att["dense_1"]["bias"]
+    )[..., 0]
     bridges, outs = [], []
     for b in range(hist.shape[0]):
         m = mask[b]
@@ -749,8 +825,9 @@ def test_ptupcdr_bridge_matches_numpy_and_ignores_masked_items():
     m = PTUPCDRMeta(dim=4, attention_hidden=8, meta_hidden=(8,))
     user = _normal((B, 4), 5)
     params = _init(m, user, HIST, HMASK)
-    out_ref, bridge_ref = _np_ptupcdr(_np(params)["params"], np.asarray(user, np.float64),
-                                      np.asarray(HIST, np.float64), np.asarray(HMASK))
+    out_ref, bridge_ref = _np_ptupcdr(
+        _np(params)["params"], np.asarray(user, np.float64), np.asarray(HIST, np.float64), np.asarray(HMASK)
+    )
     out = _apply(m, params, user, HIST, HMASK)
     bridge = _apply(m, params, HIST, HMASK, method=PTUPCDRMeta.bridge)
     assert bridge.shape == (B, 4, 4)
@@ -773,18 +850,29 @@ def test_ptupcdr_gradients_float64_with_padding():
     mask = np.array([[True, False, True, True], [False, False, False, False]])
     params = _init(m, user, hist, mask)
     with jax.enable_x64(True):
-        check_grads(jax.jit(lambda u, h: m.apply(_np(params), u, h, mask)),
-                    (user.astype(np.float64), hist.astype(np.float64)), order=1, modes=("rev",))
+        check_grads(
+            jax.jit(lambda u, h: m.apply(_np(params), u, h, mask)),
+            (user.astype(np.float64), hist.astype(np.float64)),
+            order=1,
+            modes=("rev",),
+        )
 
 
 # ------------------------------------------------------------------------------------------------ bad input
 ACTIVATION_FACTORIES = [
-    lambda a: MLP(activation=a), lambda a: TwoTower(activation=a),
+    lambda a: MLP(activation=a),
+    lambda a: TwoTower(activation=a),
     lambda a: HistoryEncoder(num_items=3, max_length=2, activation=a),
-    lambda a: SharedSpecificEncoder(2, activation=a), lambda a: SharedBottom(2, activation=a),
-    lambda a: MMoE(2, activation=a), lambda a: PLE(2, activation=a), lambda a: STAR(2, activation=a),
-    lambda a: CoNet(activation=a), lambda a: CrossStitch(activation=a), lambda a: EMCDRMapping(activation=a),
-    lambda a: PTUPCDRMeta(4, activation=a), lambda a: DomainClassifier(activation=a),
+    lambda a: SharedSpecificEncoder(2, activation=a),
+    lambda a: SharedBottom(2, activation=a),
+    lambda a: MMoE(2, activation=a),
+    lambda a: PLE(2, activation=a),
+    lambda a: STAR(2, activation=a),
+    lambda a: CoNet(activation=a),
+    lambda a: CrossStitch(activation=a),
+    lambda a: EMCDRMapping(activation=a),
+    lambda a: PTUPCDRMeta(4, activation=a),
+    lambda a: DomainClassifier(activation=a),
 ]
 
 
