@@ -5,7 +5,7 @@ Read the package along the data path: ``data`` (host-side datasets, loaders, spl
 ``topk`` → ``metrics`` → ``methods`` → ``cli``.
 """
 
-from jaxrec import batching, data, graph, losses, metrics, train
+from jaxrec import batching, data, evaluate, graph, losses, methods, metrics, models, train
 from jaxrec.batching import NegativeSampler, iterate_batches, multi_domain_batches, shard
 from jaxrec.data import (
     CSR,
@@ -24,6 +24,15 @@ from jaxrec.data import (
     load_recbole,
     ratio_split,
     synthetic,
+)
+from jaxrec.evaluate import (
+    Scorer,
+    embedding_scorer,
+    evaluate_cold_warm,
+    evaluate_domains,
+    popularity_scorer,
+    recommend,
+    select_users,
 )
 from jaxrec.graph import JointGraph, build_joint_graph, propagate, split_nodes
 from jaxrec.losses import (
@@ -44,6 +53,7 @@ from jaxrec.losses import (
     sigmoid_bce,
     sliced_wasserstein,
 )
+from jaxrec.methods import METHODS, EmbeddingConfig, Trained, get_method
 from jaxrec.metrics import (
     aggregate_seeds,
     auc_from_ranks,
@@ -51,6 +61,23 @@ from jaxrec.metrics import (
     sample_negatives,
     sampled_metrics,
     sampled_rank,
+)
+from jaxrec.models import (
+    MLP,
+    PLE,
+    STAR,
+    CoNet,
+    CrossDomainEmbedding,
+    CrossStitch,
+    DomainClassifier,
+    EMCDRMapping,
+    HistoryEncoder,
+    MMoE,
+    PTUPCDRMeta,
+    SharedBottom,
+    SharedSpecificEncoder,
+    TwoTower,
+    gradient_reversal,
 )
 from jaxrec.train import (
     FitResult,
@@ -80,9 +107,12 @@ __all__ = [
     "build_joint_graph",
     "cold_start_split",
     "combined_loss",
+    "CoNet",
     "coral",
     "create_train_state",
     "CrossDomainDataset",
+    "CrossDomainEmbedding",
+    "CrossStitch",
     "CSR",
     "dann_lambda_schedule",
     "data",
@@ -90,12 +120,22 @@ __all__ = [
     "DISCREPANCIES",
     "Domain",
     "domain_adversarial_loss",
+    "DomainClassifier",
+    "embedding_scorer",
+    "EmbeddingConfig",
+    "EMCDRMapping",
+    "evaluate",
+    "evaluate_cold_warm",
+    "evaluate_domains",
     "fit",
     "FitResult",
     "from_arrays",
     "from_table",
     "get_discrepancy",
+    "get_method",
+    "gradient_reversal",
     "graph",
+    "HistoryEncoder",
     "in_batch_softmax",
     "Interactions",
     "iterate_batches",
@@ -110,8 +150,13 @@ __all__ = [
     "make_train_step",
     "mean_l2",
     "mean_where",
+    "METHODS",
+    "methods",
     "metrics",
+    "MLP",
     "mmd",
+    "MMoE",
+    "models",
     "mse",
     "multi_domain_batches",
     "NegativeSampler",
@@ -119,25 +164,36 @@ __all__ = [
     "Objective",
     "OptimizerConfig",
     "Planted",
+    "PLE",
+    "popularity_scorer",
     "propagate",
+    "PTUPCDRMeta",
     "ranking_metrics",
     "ratio_split",
+    "recommend",
     "replicate",
     "run_phases",
     "sample_negatives",
     "sampled_metrics",
     "sampled_rank",
     "sampled_softmax",
+    "Scorer",
+    "select_users",
     "shard",
+    "SharedBottom",
+    "SharedSpecificEncoder",
     "sigmoid_bce",
     "sliced_wasserstein",
     "split_nodes",
+    "STAR",
     "synthetic",
     "SyntheticConfig",
     "Task",
     "train",
     "train_step",
     "TrainConfig",
+    "Trained",
     "TrainState",
+    "TwoTower",
     "unreplicate",
 ]

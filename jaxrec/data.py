@@ -355,8 +355,8 @@ def _build(
                 if unknown_items == "error":
                     raise DataError(
                         f"{_where(r, bad)}: item {items_raw[bad].item()!r} of domain {name!r} split {split!r} "
-                        f"never occurs in that domain's train split ({int((~known).sum())} such rows); pass unknown_items='drop' to "
-                        f"filter them (counted in dataset.notes)"
+                        f"never occurs in that domain's train split ({int((~known).sum())} such rows); pass "
+                        f"unknown_items='drop' to filter them (counted in dataset.notes)"
                     )
                 notes.append(f"{name}/{split}: dropped {int((~known).sum())} interactions whose item is not in train")
                 keep &= known
