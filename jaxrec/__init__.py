@@ -5,7 +5,7 @@ Read the package along the data path: ``data`` (host-side datasets, loaders, spl
 ``topk`` → ``metrics`` → ``methods`` → ``cli``.
 """
 
-from jaxrec import batching, data, evaluate, graph, losses, methods, metrics, models, train
+from jaxrec import batching, data, evaluate, graph, losses, methods, metrics, models, topk, train
 from jaxrec.batching import NegativeSampler, iterate_batches, multi_domain_batches, shard
 from jaxrec.data import (
     CSR,
@@ -79,6 +79,16 @@ from jaxrec.models import (
     TwoTower,
     gradient_reversal,
 )
+from jaxrec.topk import (
+    approx_similarity_topk,
+    candidate_scores,
+    candidate_topk,
+    csr_to_padded,
+    scores_topk,
+    sharded_similarity_topk,
+    similarity_scores,
+    similarity_topk,
+)
 from jaxrec.train import (
     FitResult,
     NonFiniteError,
@@ -101,10 +111,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "aggregate_seeds",
+    "approx_similarity_topk",
     "auc_from_ranks",
     "batching",
     "bpr",
     "build_joint_graph",
+    "candidate_scores",
+    "candidate_topk",
     "cold_start_split",
     "combined_loss",
     "CoNet",
@@ -114,6 +127,7 @@ __all__ = [
     "CrossDomainEmbedding",
     "CrossStitch",
     "CSR",
+    "csr_to_padded",
     "dann_lambda_schedule",
     "data",
     "DataError",
@@ -178,17 +192,22 @@ __all__ = [
     "sampled_rank",
     "sampled_softmax",
     "Scorer",
+    "scores_topk",
     "select_users",
     "shard",
+    "sharded_similarity_topk",
     "SharedBottom",
     "SharedSpecificEncoder",
     "sigmoid_bce",
+    "similarity_scores",
+    "similarity_topk",
     "sliced_wasserstein",
     "split_nodes",
     "STAR",
     "synthetic",
     "SyntheticConfig",
     "Task",
+    "topk",
     "train",
     "train_step",
     "TrainConfig",

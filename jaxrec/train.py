@@ -202,9 +202,6 @@ class Objective:
         if not callable(self.lam) and self.lam < 0:
             raise ValueError(f"lam={self.lam} must be >= 0")
 
-    def __hash__(self):
-        return id(self)
-
 
 def alternating_weights(names: tuple[str, ...]) -> Callable[[jax.Array], dict[str, jax.Array]]:
     """Weights for alternating training: step ``s`` trains only task ``names[s % len(names)]`` (shapes static)."""
@@ -642,7 +639,10 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
             if step % config.log_every == 0:
                 mean = flush(epoch)
                 rate = examples / max(time.perf_counter() - t0, 1e-9)
-                bar.set_postfix(loss=f"{mean['loss']:.4f}", ex_s=f"{rate:,.0f}", refresh=False)
+                parts = {k.split("/", 1)[-1]: f"{v:.4f}" for k, v in mean.items() if k.startswith("task/")}
+                if mean.get("discrepancy"):
+                    parts["D"] = f"{mean['discrepancy']:.4g}"
+                bar.set_postfix(loss=f"{mean['loss']:.4f}", **parts, ex_s=f"{rate:,.0f}", refresh=False)
             if config.checkpoint_every and step % config.checkpoint_every == 0:
                 checkpoint(step, *position)
             if config.eval_every and step % config.eval_every == 0:
