@@ -20,6 +20,7 @@ Recipes here (what each transfers, from ``source`` to the cold-start users of ``
 from __future__ import annotations
 
 import dataclasses
+import functools
 from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
@@ -260,9 +261,10 @@ def _fit_embedding(
         ramp = losses.dann_lambda_schedule(total_steps=total_steps, max_value=max(config.lam, 1e-6))
         objective = _bpr_objective(config.l2, "adversarial", 1.0, model_kwargs=lambda step: {"grl_alpha": ramp(step)})
     else:
-        objective = _bpr_objective(
-            config.l2, config.discrepancy if len(domains) > 1 else None, config.lam if len(domains) > 1 else 0.0
-        )
+        discrepancy = config.discrepancy if len(domains) > 1 else None
+        if discrepancy == "mmd":  # multi-kernel around the median heuristic, taken on 128 rows (a sort of 8k)
+            discrepancy = functools.partial(losses.mmd, median_scales=(0.5, 1.0, 2.0), median_rows=128)
+        objective = _bpr_objective(config.l2, discrepancy, config.lam if len(domains) > 1 else 0.0)
 
     has_valid = ds.interactions(target, "valid").size > 0
     evaluate = None

@@ -661,3 +661,19 @@ def test_mmd_training_cuts_measured_user_mmd_5x_vs_lambda0():
     # Both domains are still fitted: MSE well under 5% of the rating variance (≈ 4 and ≈ 22 here).
     for mse_value, r in ((src0, r_s), (tgt0, r_t), (src2, r_s), (tgt2, r_t)):
         assert mse_value < 0.05 * float(jnp.var(r)), results
+
+
+def test_mmd_median_rows_subsample():
+    rng = np.random.default_rng(0)
+    hs = rng.normal(size=(40, 5)).astype(np.float32)
+    ht = (rng.normal(size=(30, 5)) + 0.3).astype(np.float32)
+    full = float(jax.jit(lambda a, b: L.mmd(a, b))(hs, ht))
+    # at least all rows: identical to the full heuristic
+    np.testing.assert_allclose(float(L.mmd(hs, ht, median_rows=80)), full, rtol=1e-4)
+    # the heuristic on the leading 8 + 8 rows equals the full estimator with that bandwidth
+    pooled = np.concatenate([hs[:8], ht[:8]]).astype(np.float64)
+    d2 = ((pooled[:, None] - pooled[None]) ** 2).sum(-1)[np.triu_indices(16, 1)]
+    expected = float(L.mmd(hs, ht, bandwidths=[np.sqrt(np.median(d2))]))
+    np.testing.assert_allclose(float(L.mmd(hs, ht, median_rows=16)), expected, rtol=1e-4)
+    with pytest.raises(ValueError, match="median_rows=2 must be >= 4"):
+        L.mmd(hs, ht, median_rows=2)
