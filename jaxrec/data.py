@@ -768,6 +768,16 @@ def _order_within_users(inter: Interactions, rng: np.random.Generator) -> np.nda
     return np.lexsort(keys + [inter.users])
 
 
+def _group_by_user(inter: Interactions, n_users: int, rng: np.random.Generator):
+    """``(order, users[order], counts per user, start offset per user [n_users + 1])`` of the grouped rows."""
+    order = _order_within_users(inter, rng)
+    users = inter.users[order]
+    counts = np.bincount(users, minlength=n_users)
+    start = np.zeros(n_users + 1, np.int64)
+    np.cumsum(counts, out=start[1:])
+    return order, users, counts, start
+
+
 def leave_one_out(
     ds: CrossDomainDataset, domain: str | None = None, *, valid: bool = True, min_interactions: int = 3, seed: int = 0
 ) -> CrossDomainDataset:
@@ -786,11 +796,7 @@ def leave_one_out(
     new = {}
     for name in names:
         inter = ds.interactions(name, "train")
-        order = _order_within_users(inter, rng)
-        users = inter.users[order]
-        counts = np.bincount(users, minlength=ds.n_users)
-        start = np.zeros(ds.n_users + 1, np.int64)
-        np.cumsum(counts, out=start[1:])
+        order, users, counts, start = _group_by_user(inter, ds.n_users, rng)
         rank_from_end = start[users + 1] - 1 - np.arange(len(users))  # 0 = last of the user
         eligible = counts[users] >= min_interactions
         test = eligible & (rank_from_end == 0)
@@ -817,11 +823,7 @@ def ratio_split(
     new = {}
     for name in names:
         inter = ds.interactions(name, "train")
-        order = _order_within_users(inter, rng)
-        users = inter.users[order]
-        counts = np.bincount(users, minlength=ds.n_users)
-        start = np.zeros(ds.n_users + 1, np.int64)
-        np.cumsum(counts, out=start[1:])
+        order, users, counts, start = _group_by_user(inter, ds.n_users, rng)
         pos = (np.arange(len(users)) - start[users]) / np.maximum(counts[users], 1)
         cut1, cut2 = ratios[0], ratios[0] + ratios[1]
         part = np.where(pos < cut1, 0, np.where(pos < cut2, 1, 2))

@@ -6,6 +6,10 @@ it), results ``[Q, k]``. Item ids are ``int32`` in ``[0, N)``. In inputs (``excl
 is padding; in outputs an id of ``-1`` with score ``-inf`` means "no item left" (a row whose exclusions leave
 fewer than ``k`` items). Every result row is sorted by score, descending, and equal scores are ordered by lower
 item id. Scores are float32 whatever the input dtype (float32, bfloat16, float16; accumulation in float32).
+"Exact" means exact for the float32 scores computed here; kernels sum the ``d`` products in different orders
+(and the bucket kernel rescores a few items separately), so scores can differ in the last bit between methods and
+two items within float32 rounding of each other may swap places against a float64 reference. NaN scores are not
+supported.
 
 Metrics: ``"dot"`` = ``q·x``; ``"cosine"`` = ``q·x / (|q||x|)`` (both sides normalised once, not per chunk);
 ``"l2"`` = ``-|q - x|²`` (computed as ``2q·x - |x|² - |q|²``, so ranking needs one matrix product).
@@ -17,17 +21,19 @@ Kernels of :func:`similarity_topk` (all exact; ``method="auto"`` picks one from 
   Extra memory ``O(Qb·(K + C))``; selection work ``O(N)`` per query.
 * ``"bucket"`` — the CPU-fast kernel. Pass 1 streams item chunks and keeps, per *bucket* of ``B`` consecutive
   items, only its best score, that item's offset and an upper bound on the bucket's second-best score (one
-  fused pass over the in-cache chunk: no gathers). Every ``merge_chunks`` chunks (unrolled) the bucket bests
-  are merged into a running top-``K`` of buckets (``K = k + m``). The answer is then read from the ``K`` bucket
-  bests; the few buckets whose second-best could still enter the top-``k`` are rescored item by item
-  (``repair_buckets`` per query); a block that needs more repairs, or holds exact score ties at which the
-  order would be ambiguous, is recomputed by ``"scan"`` (``lax.cond``), so the result is always exact. Extra
-  memory ``O(Qb·(K + merge_chunks·C/B))``; selection work ``O(N/B)`` per query.
+  fused, vectorised pass over the in-cache chunk: no gathers). Every ``merge_chunks`` chunks (unrolled) the
+  bucket bests are merged into a running top-``K`` of buckets (``K = k + m``). The answer is read from the ``K``
+  bucket bests; the few buckets whose second-best could still reach the top-``k`` are rescored item by item (at
+  most ``repair_buckets`` per query block, 8 per query); equal scores inside the top-``k`` are put in id order.
+  A block that needs more repairs, or has a tie across the ``k``-th place, is recomputed by ``"scan"``
+  (``lax.cond``), so the result is always exact. Extra memory ``O(Qb·(K + merge_chunks·C))``; selection work
+  ``O(N/B)`` per query.
 
-Why buckets: on XLA:CPU, ``lax.top_k`` is a single-threaded partial sort (~2–3 ns per element scanned, far more
-for k ≈ 100 on short rows) and gathers run at 1–2 GB/s, so running ``top_k`` over every chunk costs more than
-the matrix product itself; reducing each chunk to one value per bucket in a vectorised pass costs ~10 % of it.
-See ``bench/topk.py`` and ``bench/RESULTS.md`` for measurements.
+Why buckets: on XLA:CPU, ``lax.top_k`` is a single-threaded partial sort costing 3.5–5 ns per element scanned at
+k = 10 and 6–17 ns at k = 100, and gathers run at 1–2 GB/s, so running ``top_k`` over every chunk costs more
+than the matrix product itself, while reducing each in-cache chunk to one summary per bucket costs a few percent
+of it (when the chunks are unrolled: inside a loop XLA fuses that pass into the loop's in-place update, which
+runs on one thread). See ``bench/topk.py`` and ``bench/RESULTS.md`` for the measurements.
 
 :func:`approx_similarity_topk` uses ``jax.lax.approx_max_k`` (fast on TPU; on CPU and GPU XLA falls back to an
 exact top-k, so its recall there is 1.0). :func:`sharded_similarity_topk` splits the items over a mesh axis with
@@ -671,8 +677,9 @@ def approx_similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, reca
 
     ``approx_max_k`` is the TPU's partial-reduce top-k: on TPU each chunk keeps about ``recall_target`` of its
     true top-k at a fraction of the cost. On CPU and GPU XLA lowers it to an exact top-k, so there the result
-    equals :func:`similarity_topk` (recall 1.0) and is no faster. Shapes, ``exclude`` and ``metric`` are as in
-    :func:`similarity_topk`.
+    equals :func:`similarity_topk` (recall 1.0) up to the order of equal scores, and is no faster. Shapes,
+    ``exclude`` and ``metric`` are as in :func:`similarity_topk`; equal scores are not guaranteed to be ordered
+    by id.
 
     Args:
         queries: ``[Q, d]`` floating.
