@@ -1,0 +1,295 @@
+"""Microbenchmark: exact similarity top-k, jaxrec kernels against numpy, sklearn, faiss and naive JAX.
+
+Run by hand from the repository root (never from the test suite):
+
+    python3 bench/topk.py --quick              # small configurations, about a minute
+    python3 bench/topk.py                      # the issue's 12 configurations (d, k, (Q, N)), ~25 minutes
+    python3 bench/topk.py --skip-slow          # ... without sklearn where Q·N >= 2^28 (marked in the table)
+
+Protocol: one process; inputs are unit vectors (so dot = cosine and every method ranks the same way); each
+configuration first runs every method once (JAX compiles here; the compile time is reported separately as
+first-call time minus the median); then ``--reps`` rounds run every method once each, interleaved, each run
+preceded by a cache flush (a method whose first call took more than ``--slow-s`` seconds is timed in one round
+only; the table's ``runs`` column says so) and measuring its peak extra resident memory (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``, minus the resident size before the call; the largest over the rounds) (the numpy floor writes the Q×N matrix, which
+would otherwise evict the items for whichever method runs next). Times are medians. Recall is
+``|returned ∩ exact| / k`` against float32 ``argpartition`` of the floor's matrix. One JSON line per
+configuration goes to stdout (prefix ``JSON``), and a table at the end.
+
+Methods: ``floor`` (``np.matmul`` into a preallocated Q×N float32 array: the bare matrix product),
+``numpy_argpartition`` (matmul + ``argpartition`` + sort of the k; query blocks of 256 when Q×N is large so the
+int64 index matrix fits), ``sklearn`` (``cosine_similarity`` + full ``argsort``: the original design; same
+blocking), ``faiss`` (``IndexFlatIP.search``), ``jax_naive`` (``jit(lax.top_k(q @ x.T, k))``), ``jaxrec``
+(``similarity_topk``, method ``auto``), ``jaxrec_scan`` (``method="scan"``), ``jaxrec_approx``
+(``approx_similarity_topk``, recall_target 0.95; exact on CPU).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+import numpy as np
+
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), ".."))
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
+
+from jaxrec import topk  # noqa: E402
+
+FULL = [(d, k, q, n) for (q, n) in ((256, 100_000), (1024, 1_000_000), (4096, 200_000)) for d in (64, 128)
+        for k in (10, 100)]
+QUICK = [(64, 10, 256, 20_000), (64, 100, 256, 20_000), (128, 10, 512, 40_000)]
+BLOCK_ELEMS = 1 << 28  # dense references work in query blocks beyond 2^28 scores (1 GiB float32)
+_FLUSH = None
+
+
+def _flush_cache() -> None:
+    """Touches 256 MiB so that no method starts with another method's data in cache."""
+    global _FLUSH
+    if _FLUSH is None:
+        _FLUSH = np.ones(1 << 26, np.float32)
+    _FLUSH += 1.0
+
+
+def _rss() -> tuple[int, int]:
+    """(VmRSS, VmHWM) in bytes."""
+    vals = {}
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith(("VmRSS", "VmHWM")):
+                key, v, _ = line.split()
+                vals[key[:-1]] = int(v) * 1024
+    return vals["VmRSS"], vals["VmHWM"]
+
+
+def _peak_extra(fn: Callable[[], object]) -> tuple[float, int | None]:
+    """(seconds, peak extra resident bytes or None) of one call."""
+    try:
+        with open("/proc/self/clear_refs", "w") as f:
+            f.write("5")
+        base, _ = _rss()
+    except OSError:
+        base = None
+    t = time.perf_counter()
+    out = fn()
+    dt = time.perf_counter() - t
+    del out
+    if base is None:
+        return dt, None
+    return dt, max(0, _rss()[1] - base)
+
+
+def _blocks(q: int, n: int) -> int:
+    return max(1, min(q, BLOCK_ELEMS // n))
+
+
+def _numpy_argpartition(q, x, k):
+    out_i = np.empty((q.shape[0], k), np.int64)
+    b = _blocks(q.shape[0], x.shape[0])
+    for lo in range(0, q.shape[0], b):
+        s = q[lo:lo + b] @ x.T
+        part = np.argpartition(-s, k - 1, axis=1)[:, :k]
+        order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
+        out_i[lo:lo + b] = np.take_along_axis(part, order, axis=1)
+    return out_i
+
+
+def _sklearn(q, x, k):
+    from sklearn.metrics.pairwise import cosine_similarity
+
+    out_i = np.empty((q.shape[0], k), np.int64)
+    b = _blocks(q.shape[0], x.shape[0])
+    for lo in range(0, q.shape[0], b):
+        s = cosine_similarity(q[lo:lo + b], x)
+        out_i[lo:lo + b] = np.argsort(-s, axis=1)[:, :k]
+    return out_i
+
+
+def _exact_reference(q, x, k, floor_out):
+    """Exact float32 top-k sets from the floor's matrix (computed once per configuration, untimed)."""
+    np.matmul(q, x.T, out=floor_out)
+    b = _blocks(q.shape[0], x.shape[0])
+    ref = np.empty((q.shape[0], k), np.int64)
+    for lo in range(0, q.shape[0], b):
+        ref[lo:lo + b] = np.argpartition(-floor_out[lo:lo + b], k - 1, axis=1)[:, :k]
+    return ref
+
+
+def _recall(ids, ref) -> float:
+    ids = np.asarray(ids)
+    hits = [len(np.intersect1d(a, r, assume_unique=False)) for a, r in zip(ids, ref)]
+    return float(np.sum(hits)) / ref.size
+
+
+def _methods(q, x, k, *, skip_slow: bool, floor_out):
+    import faiss
+
+    n, d = x.shape
+    qj, xj = jnp.asarray(q), jnp.asarray(x)
+    index = faiss.IndexFlatIP(d)
+    index.add(x)
+    naive = jax.jit(lambda a, b: lax.top_k(a @ b.T, k))
+    m = {
+        "floor": lambda: np.matmul(q, x.T, out=floor_out)[:0],
+        "numpy_argpartition": lambda: _numpy_argpartition(q, x, k),
+        "sklearn": lambda: _sklearn(q, x, k),
+        "faiss": lambda: index.search(q, k)[1],
+        "jax_naive": lambda: jax.block_until_ready(naive(qj, xj))[1],
+        "jaxrec": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k))[1],
+        "jaxrec_scan": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan"))[1],
+        "jaxrec_approx": lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k,
+                                                                                   recall_target=0.95))[1],
+    }
+    skipped = []
+    if skip_slow and q.shape[0] * n >= BLOCK_ELEMS:
+        del m["sklearn"]
+        skipped.append("sklearn")
+    return m, skipped
+
+
+def _xla_temp_bytes(q, x, k) -> dict:
+    """XLA's own temp-buffer size of the compiled jaxrec kernels (no RSS noise)."""
+    from jaxrec.topk import _similarity_topk
+
+    import inspect
+
+    out = {}
+    qj, xj = jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype)
+    defaults = {name: p.default for name, p in inspect.signature(topk.similarity_topk).parameters.items()
+                if p.kind is p.KEYWORD_ONLY and name not in ("metric", "exclude", "method")}
+    for name, method in (("jaxrec", "auto"), ("jaxrec_scan", "scan")):
+        c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", method=method, **defaults).compile()
+        ma = c.memory_analysis()
+        out[name] = None if ma is None else int(ma.temp_size_in_bytes)
+    naive = jax.jit(lambda a, b: lax.top_k(a @ b.T, k)).lower(qj, xj).compile().memory_analysis()
+    out["jax_naive"] = None if naive is None else int(naive.temp_size_in_bytes)
+    return out
+
+
+def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, slow_s: float,
+               seed: int = 0) -> dict:
+    rng = np.random.default_rng(seed)
+    q = rng.standard_normal((nq, d), dtype=np.float32)
+    x = rng.standard_normal((n, d), dtype=np.float32)
+    q /= np.linalg.norm(q, axis=1, keepdims=True)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    floor_out = np.empty((nq, n), np.float32)
+    ref = _exact_reference(q, x, k, floor_out)
+    methods, skipped = _methods(q, x, k, skip_slow=skip_slow, floor_out=floor_out)
+    res: dict[str, dict] = {}
+    for name, fn in methods.items():  # first call: compile (JAX), recall
+        _flush_cache()
+        t = time.perf_counter()
+        ids = fn()
+        res[name] = {"first_s": time.perf_counter() - t, "peak_extra_bytes": None, "runs": [],
+                     "recall": None if name == "floor" else _recall(ids, ref)}
+        del ids
+    for rnd in range(reps):  # interleaved timed rounds; peak memory is the largest over the rounds
+        for name, fn in methods.items():
+            if rnd and res[name]["first_s"] > slow_s:
+                continue  # slow reference: one timed round
+            _flush_cache()
+            dt, peak = _peak_extra(fn)
+            r = res[name]
+            r["runs"].append(dt)
+            if peak is not None:
+                r["peak_extra_bytes"] = max(peak, r["peak_extra_bytes"] or 0)
+    temp = _xla_temp_bytes(q, x, k)
+    floor_t = float(np.median(res["floor"]["runs"]))
+    faiss_t = float(np.median(res["faiss"]["runs"]))
+    qn_bytes = nq * n * 4
+    res["floor"]["peak_extra_bytes"] = qn_bytes  # its output, preallocated outside the timing
+    for name, r in res.items():
+        r["median_s"] = float(np.median(r["runs"]))
+        r["ratio_floor"] = r["median_s"] / floor_t
+        r["ratio_faiss"] = r["median_s"] / faiss_t
+        r["compile_s"] = max(0.0, r["first_s"] - r["median_s"]) if name.startswith("jax") else None
+        if r["peak_extra_bytes"] is not None:
+            r["peak_extra_frac_qn"] = r["peak_extra_bytes"] / qn_bytes
+        if name in temp:
+            r["xla_temp_bytes"] = temp[name]
+            r["xla_temp_frac_qn"] = None if temp[name] is None else temp[name] / qn_bytes
+    return {"d": d, "k": k, "Q": nq, "N": n, "reps": reps, "slow_s": slow_s, "skipped": skipped, "methods": res}
+
+
+def environment() -> dict:
+    from threadpoolctl import threadpool_info
+
+    import faiss
+    import sklearn
+
+    blas = [{key: i.get(key) for key in ("internal_api", "prefix", "version", "architecture", "num_threads")}
+            for i in threadpool_info() if i.get("user_api") == "blas"]
+    return {
+        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+        "python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__,
+        "faiss": faiss.__version__, "sklearn": sklearn.__version__, "devices": [str(d) for d in jax.devices()],
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        "blas": blas, "loadavg_start": os.getloadavg(),
+    }
+
+
+def table(results: list[dict]) -> str:
+    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "jax_naive", "jaxrec", "jaxrec_scan",
+             "jaxrec_approx"]
+    head = ("| d | k | Q | N | method | median s | runs | × floor | × faiss | recall | compile s | peak extra MiB "
+            "| peak / QN | XLA temp / QN |")
+    lines = [head, "|" + "---|" * 14]
+    for r in results:
+        for name in names:
+            m = r["methods"].get(name)
+            if m is None:
+                if name in r["skipped"]:
+                    lines.append(f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped (--skip-slow) "
+                                 "| | | | | | | | |")
+                continue
+            peak = m.get("peak_extra_bytes")
+            frac = m.get("peak_extra_frac_qn")
+            rec = "" if m["recall"] is None else f"{m['recall']:.4f}"
+            comp = "" if m["compile_s"] is None else f"{m['compile_s']:.1f}"
+            temp = m.get("xla_temp_frac_qn")
+            lines.append(f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | {m['median_s']:.3f} | "
+                         f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {m['ratio_faiss']:.2f} | {rec} | {comp} | "
+                         f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
+                         f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="small configurations (about a minute)")
+    ap.add_argument("--skip-slow", action="store_true",
+                    help="skip sklearn (full argsort) where Q*N >= 2^28, i.e. all but the (256, 100k) configurations")
+    ap.add_argument("--slow-s", type=float, default=5.0,
+                    help="methods whose first call takes longer are timed in one round instead of --reps")
+    ap.add_argument("--reps", type=int, default=None, help="timed rounds (default 3)")
+    ap.add_argument("--only", type=str, default=None,
+                    help="comma-separated d:k:Q:N configurations to run instead of the preset")
+    args = ap.parse_args(argv)
+    configs = QUICK if args.quick else FULL
+    if args.only:
+        configs = [tuple(int(v) for v in c.split(":")) for c in args.only.split(",")]
+    reps = args.reps or 3
+    env = environment()
+    print("JSON " + json.dumps({"environment": env}), flush=True)
+    results = []
+    t0 = time.time()
+    for d, k, nq, n in configs:
+        r = run_config(d, k, nq, n, reps=reps, skip_slow=args.skip_slow, slow_s=args.slow_s)
+        results.append(r)
+        print("JSON " + json.dumps(r), flush=True)
+    print(f"\ntotal {time.time() - t0:.0f} s, load average at end {os.getloadavg()}\n")
+    print(table(results))
+
+
+if __name__ == "__main__":
+    main()
