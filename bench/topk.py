@@ -4,17 +4,17 @@ Run by hand from the repository root (never from the test suite):
 
     python3 bench/topk.py --quick              # small configurations, about a minute
     python3 bench/topk.py                      # the issue's 12 configurations (d, k, (Q, N)), ~25 minutes
-    python3 bench/topk.py --skip-slow          # ... without sklearn where Q·N >= 2^28 (marked in the table)
+    python3 bench/topk.py --skip-slow          # ... without sklearn where Q·N >= 2^28: ~18 minutes
 
-Protocol: one process; inputs are unit vectors (so dot = cosine and every method ranks the same way); each
-configuration first runs every method once (JAX compiles here; the compile time is reported separately as
-first-call time minus the median); then ``--reps`` rounds run every method once each, interleaved, each run
-preceded by a cache flush (a method whose first call took more than ``--slow-s`` seconds is timed in one round
-only; the table's ``runs`` column says so) and measuring its peak extra resident memory (``VmHWM`` after resetting it through
-``/proc/self/clear_refs``, minus the resident size before the call; the largest over the rounds) (the numpy floor writes the Q×N matrix, which
-would otherwise evict the items for whichever method runs next). Times are medians. Recall is
-``|returned ∩ exact| / k`` against float32 ``argpartition`` of the floor's matrix. One JSON line per
-configuration goes to stdout (prefix ``JSON``), and a table at the end.
+Protocol: one process; inputs are unit vectors (so dot = cosine and every method ranks the same way). Each
+configuration first calls every method once (JAX compiles here; compile time = first call minus the median),
+then ``--reps`` interleaved rounds call every method once each. Every timed call is preceded by a 256 MiB cache
+flush (the numpy floor writes the Q×N matrix, which would otherwise evict the items for whichever method runs
+next) and measures its peak extra resident memory (``VmHWM`` after resetting it through
+``/proc/self/clear_refs``, minus the resident size before the call; the largest over the rounds). A method
+whose first call took more than ``--slow-s`` seconds is timed in one round only (the table's ``runs`` column).
+Times are medians. Recall is ``|returned ∩ exact| / k`` against float32 ``argpartition`` of the floor's matrix.
+One JSON line per configuration goes to stdout (prefix ``JSON``), and a table at the end.
 
 Methods: ``floor`` (``np.matmul`` into a preallocated Q×N float32 array: the bare matrix product),
 ``numpy_argpartition`` (matmul + ``argpartition`` + sort of the k; query blocks of 256 when Q×N is large so the
@@ -27,7 +27,6 @@ blocking), ``faiss`` (``IndexFlatIP.search``), ``jax_naive`` (``jit(lax.top_k(q 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
@@ -45,8 +44,12 @@ from jax import lax  # noqa: E402
 
 from jaxrec import topk  # noqa: E402
 
-FULL = [(d, k, q, n) for (q, n) in ((256, 100_000), (1024, 1_000_000), (4096, 200_000)) for d in (64, 128)
-        for k in (10, 100)]
+FULL = [
+    (d, k, q, n)
+    for (q, n) in ((256, 100_000), (1024, 1_000_000), (4096, 200_000))
+    for d in (64, 128)
+    for k in (10, 100)
+]
 QUICK = [(64, 10, 256, 20_000), (64, 100, 256, 20_000), (128, 10, 512, 40_000)]
 BLOCK_ELEMS = 1 << 28  # dense references work in query blocks beyond 2^28 scores (1 GiB float32)
 _FLUSH = None
@@ -96,10 +99,10 @@ def _numpy_argpartition(q, x, k):
     out_i = np.empty((q.shape[0], k), np.int64)
     b = _blocks(q.shape[0], x.shape[0])
     for lo in range(0, q.shape[0], b):
-        s = q[lo:lo + b] @ x.T
+        s = q[lo : lo + b] @ x.T
         part = np.argpartition(-s, k - 1, axis=1)[:, :k]
         order = np.argsort(-np.take_along_axis(s, part, axis=1), axis=1, kind="stable")
-        out_i[lo:lo + b] = np.take_along_axis(part, order, axis=1)
+        out_i[lo : lo + b] = np.take_along_axis(part, order, axis=1)
     return out_i
 
 
@@ -109,8 +112,8 @@ def _sklearn(q, x, k):
     out_i = np.empty((q.shape[0], k), np.int64)
     b = _blocks(q.shape[0], x.shape[0])
     for lo in range(0, q.shape[0], b):
-        s = cosine_similarity(q[lo:lo + b], x)
-        out_i[lo:lo + b] = np.argsort(-s, axis=1)[:, :k]
+        s = cosine_similarity(q[lo : lo + b], x)
+        out_i[lo : lo + b] = np.argsort(-s, axis=1)[:, :k]
     return out_i
 
 
@@ -120,7 +123,7 @@ def _exact_reference(q, x, k, floor_out):
     b = _blocks(q.shape[0], x.shape[0])
     ref = np.empty((q.shape[0], k), np.int64)
     for lo in range(0, q.shape[0], b):
-        ref[lo:lo + b] = np.argpartition(-floor_out[lo:lo + b], k - 1, axis=1)[:, :k]
+        ref[lo : lo + b] = np.argpartition(-floor_out[lo : lo + b], k - 1, axis=1)[:, :k]
     return ref
 
 
@@ -146,8 +149,7 @@ def _methods(q, x, k, *, skip_slow: bool, floor_out):
         "jax_naive": lambda: jax.block_until_ready(naive(qj, xj))[1],
         "jaxrec": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k))[1],
         "jaxrec_scan": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan"))[1],
-        "jaxrec_approx": lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k,
-                                                                                   recall_target=0.95))[1],
+        "jaxrec_approx": lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95))[1],
     }
     skipped = []
     if skip_slow and q.shape[0] * n >= BLOCK_ELEMS:
@@ -158,14 +160,17 @@ def _methods(q, x, k, *, skip_slow: bool, floor_out):
 
 def _xla_temp_bytes(q, x, k) -> dict:
     """XLA's own temp-buffer size of the compiled jaxrec kernels (no RSS noise)."""
-    from jaxrec.topk import _similarity_topk
-
     import inspect
+
+    from jaxrec.topk import _similarity_topk
 
     out = {}
     qj, xj = jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype)
-    defaults = {name: p.default for name, p in inspect.signature(topk.similarity_topk).parameters.items()
-                if p.kind is p.KEYWORD_ONLY and name not in ("metric", "exclude", "method")}
+    defaults = {
+        name: p.default
+        for name, p in inspect.signature(topk.similarity_topk).parameters.items()
+        if p.kind is p.KEYWORD_ONLY and name not in ("metric", "exclude", "method")
+    }
     for name, method in (("jaxrec", "auto"), ("jaxrec_scan", "scan")):
         c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", method=method, **defaults).compile()
         ma = c.memory_analysis()
@@ -175,8 +180,7 @@ def _xla_temp_bytes(q, x, k) -> dict:
     return out
 
 
-def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, slow_s: float,
-               seed: int = 0) -> dict:
+def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, slow_s: float, seed: int = 0) -> dict:
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((nq, d), dtype=np.float32)
     x = rng.standard_normal((n, d), dtype=np.float32)
@@ -190,8 +194,12 @@ def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, s
         _flush_cache()
         t = time.perf_counter()
         ids = fn()
-        res[name] = {"first_s": time.perf_counter() - t, "peak_extra_bytes": None, "runs": [],
-                     "recall": None if name == "floor" else _recall(ids, ref)}
+        res[name] = {
+            "first_s": time.perf_counter() - t,
+            "peak_extra_bytes": None,
+            "runs": [],
+            "recall": None if name == "floor" else _recall(ids, ref),
+        }
         del ids
     for rnd in range(reps):  # interleaved timed rounds; peak memory is the largest over the rounds
         for name, fn in methods.items():
@@ -222,58 +230,80 @@ def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, s
 
 
 def environment() -> dict:
-    from threadpoolctl import threadpool_info
-
     import faiss
     import sklearn
+    from threadpoolctl import threadpool_info
 
-    blas = [{key: i.get(key) for key in ("internal_api", "prefix", "version", "architecture", "num_threads")}
-            for i in threadpool_info() if i.get("user_api") == "blas"]
+    blas = [
+        {key: i.get(key) for key in ("internal_api", "prefix", "version", "architecture", "num_threads")}
+        for i in threadpool_info()
+        if i.get("user_api") == "blas"
+    ]
     return {
-        "machine": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
-        "python": platform.python_version(), "numpy": np.__version__, "jax": jax.__version__,
-        "faiss": faiss.__version__, "sklearn": sklearn.__version__, "devices": [str(d) for d in jax.devices()],
-        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"), "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
-        "blas": blas, "loadavg_start": os.getloadavg(),
+        "machine": platform.processor() or platform.machine(),
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "jax": jax.__version__,
+        "faiss": faiss.__version__,
+        "sklearn": sklearn.__version__,
+        "devices": [str(d) for d in jax.devices()],
+        "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
+        "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
+        "blas": blas,
+        "loadavg_start": os.getloadavg(),
     }
 
 
 def table(results: list[dict]) -> str:
-    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "jax_naive", "jaxrec", "jaxrec_scan",
-             "jaxrec_approx"]
-    head = ("| d | k | Q | N | method | median s | runs | × floor | × faiss | recall | compile s | peak extra MiB "
-            "| peak / QN | XLA temp / QN |")
+    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "jax_naive", "jaxrec", "jaxrec_scan", "jaxrec_approx"]
+    head = (
+        "| d | k | Q | N | method | median s | runs | × floor | × faiss | recall | compile s | peak extra MiB "
+        "| peak / QN | XLA temp / QN |"
+    )
     lines = [head, "|" + "---|" * 14]
     for r in results:
         for name in names:
             m = r["methods"].get(name)
             if m is None:
                 if name in r["skipped"]:
-                    lines.append(f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped (--skip-slow) "
-                                 "| | | | | | | | |")
+                    lines.append(
+                        f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped (--skip-slow) "
+                        "| | | | | | | | |"
+                    )
                 continue
             peak = m.get("peak_extra_bytes")
             frac = m.get("peak_extra_frac_qn")
             rec = "" if m["recall"] is None else f"{m['recall']:.4f}"
             comp = "" if m["compile_s"] is None else f"{m['compile_s']:.1f}"
             temp = m.get("xla_temp_frac_qn")
-            lines.append(f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | {m['median_s']:.3f} | "
-                         f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {m['ratio_faiss']:.2f} | {rec} | {comp} | "
-                         f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
-                         f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} |")
+            lines.append(
+                f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | {m['median_s']:.3f} | "
+                f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {m['ratio_faiss']:.2f} | {rec} | {comp} | "
+                f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
+                f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} |"
+            )
     return "\n".join(lines)
 
 
 def main(argv=None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="small configurations (about a minute)")
-    ap.add_argument("--skip-slow", action="store_true",
-                    help="skip sklearn (full argsort) where Q*N >= 2^28, i.e. all but the (256, 100k) configurations")
-    ap.add_argument("--slow-s", type=float, default=5.0,
-                    help="methods whose first call takes longer are timed in one round instead of --reps")
+    ap.add_argument(
+        "--skip-slow",
+        action="store_true",
+        help="skip sklearn (full argsort) where Q*N >= 2^28, i.e. all but the (256, 100k) configurations",
+    )
+    ap.add_argument(
+        "--slow-s",
+        type=float,
+        default=5.0,
+        help="methods whose first call takes longer are timed in one round instead of --reps",
+    )
     ap.add_argument("--reps", type=int, default=None, help="timed rounds (default 3)")
-    ap.add_argument("--only", type=str, default=None,
-                    help="comma-separated d:k:Q:N configurations to run instead of the preset")
+    ap.add_argument(
+        "--only", type=str, default=None, help="comma-separated d:k:Q:N configurations to run instead of the preset"
+    )
     args = ap.parse_args(argv)
     configs = QUICK if args.quick else FULL
     if args.only:

@@ -103,23 +103,29 @@ def _check_pos_int(name: str, value: Any) -> None:
 
 def _check_float(name: str, x: Any, spec: str) -> None:
     if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise TypeError(f"{name} {spec} must be floating (float32, bfloat16 or float16), got dtype {x.dtype} "
-                        f"with shape {tuple(x.shape)}")
+        raise TypeError(
+            f"{name} {spec} must be floating (float32, bfloat16 or float16), got dtype {x.dtype} "
+            f"with shape {tuple(x.shape)}"
+        )
     if x.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"{name} {spec} must be float32, bfloat16 or float16, got dtype {x.dtype} "
-                        f"with shape {tuple(x.shape)}")
+        raise TypeError(
+            f"{name} {spec} must be float32, bfloat16 or float16, got dtype {x.dtype} with shape {tuple(x.shape)}"
+        )
 
 
 def _check_pair(queries: Any, items: Any) -> None:
     """Ranks, dtypes and the shared width ``d`` of ``queries [Q, d]`` and ``items [N, d]``."""
     if jnp.ndim(queries) != 2 or jnp.ndim(items) != 2:
-        raise ValueError(f"queries must be [Q, d] and items [N, d] (rank 2); got queries {jnp.shape(queries)} and "
-                         f"items {jnp.shape(items)}")
+        raise ValueError(
+            f"queries must be [Q, d] and items [N, d] (rank 2); got queries {jnp.shape(queries)} and "
+            f"items {jnp.shape(items)}"
+        )
     _check_float("queries", queries, "[Q, d]")
     _check_float("items", items, "[N, d]")
     if queries.shape[1] != items.shape[1]:
-        raise ValueError(f"queries [Q, d] and items [N, d] must share d; got queries {queries.shape} and items "
-                         f"{items.shape}")
+        raise ValueError(
+            f"queries [Q, d] and items [N, d] must share d; got queries {queries.shape} and items {items.shape}"
+        )
     if items.shape[0] == 0:
         raise ValueError(f"items [N, d] is empty: {items.shape}")
 
@@ -151,8 +157,10 @@ def _check_concrete_exclusions(exclude: Any, n: int, k: int, shapes: str) -> Non
     distinct = (ids >= 0) & np.concatenate([np.ones((ids.shape[0], 1), bool), ids[:, 1:] != ids[:, :-1]], axis=1)
     worst = int(distinct.sum(axis=1).max())
     if n - worst < k:
-        raise ValueError(f"k={k} exceeds N minus exclusions: a row of exclude excludes {worst} of N={n} items, "
-                         f"leaving {n - worst}; {shapes}")
+        raise ValueError(
+            f"k={k} exceeds N minus exclusions: a row of exclude excludes {worst} of N={n} items, "
+            f"leaving {n - worst}; {shapes}"
+        )
 
 
 def _shapes(queries: Any, items: Any, exclude: Any = None) -> str:
@@ -366,12 +374,25 @@ def _order_ties(v: jax.Array, i: jax.Array, passes: int) -> jax.Array:
     return i
 
 
-def _bucket_block(q, x, bias, tail, exclude, valid, *, k: int, kk: int, chunk: int, bucket: int, merge: int,
-                  repair: int, fallback: Callable | None):
+def _bucket_block(
+    q,
+    x,
+    bias,
+    tail,
+    exclude,
+    valid,
+    *,
+    k: int,
+    kk: int,
+    chunk: int,
+    bucket: int,
+    merge: int,
+    repair: int,
+    fallback: Callable | None,
+):
     n, _ = x.shape
     qb = q.shape[0]
     per_chunk = chunk // bucket
-    bits = bucket.bit_length() - 1
 
     def stats(xc, bc):
         s = _dot_xq(xc, q)
@@ -391,6 +412,7 @@ def _bucket_block(q, x, bias, tail, exclude, valid, *, k: int, kk: int, chunk: i
 
     def chunks_stats(first, count):
         """Stats of ``count`` whole chunks starting at chunk index ``first``: complex64[count * C/B, Qb]."""
+
         def chunk_step(_, j):
             xc, bc = _chunk_at(x, bias, (first + j) * chunk, chunk)
             return None, stats(xc, bc)
@@ -400,13 +422,19 @@ def _bucket_block(q, x, bias, tail, exclude, valid, *, k: int, kk: int, chunk: i
         _, st = lax.scan(chunk_step, None, jnp.arange(count, dtype=jnp.int32), unroll=True)
         return st.reshape(count * per_chunk, qb)
 
-    run = (jnp.full((qb, kk), _NEG_INF, jnp.float32), jnp.full((qb, kk), _NEG_INF, jnp.float32),
-           jnp.full((qb, kk), -1, jnp.int32))
+    run = (
+        jnp.full((qb, kk), _NEG_INF, jnp.float32),
+        jnp.full((qb, kk), _NEG_INF, jnp.float32),
+        jnp.full((qb, kk), -1, jnp.int32),
+    )
     n_chunks = n // chunk
     n_groups = n_chunks // merge
     if n_groups:
-        run, _ = lax.scan(lambda r, g: (absorb(r, chunks_stats(g * merge, merge), g * merge * per_chunk), None),
-                          run, jnp.arange(n_groups, dtype=jnp.int32))
+        run, _ = lax.scan(
+            lambda r, g: (absorb(r, chunks_stats(g * merge, merge), g * merge * per_chunk), None),
+            run,
+            jnp.arange(n_groups, dtype=jnp.int32),
+        )
     rest = []  # whole chunks after the last group, then the padded partial chunk (the only copied rows)
     if n_chunks > n_groups * merge:
         rest.append(chunks_stats(n_groups * merge, n_chunks - n_groups * merge))
@@ -444,13 +472,17 @@ def _bucket_block(q, x, bias, tail, exclude, valid, *, k: int, kk: int, chunk: i
         ev = jnp.full((qb, per_query, bucket), _NEG_INF, jnp.float32).at[owner, r].set(s, mode="drop")
         ei = jnp.full((qb, per_query, bucket), -1, jnp.int32).at[owner, r].set(rids, mode="drop")
         taken = jnp.zeros((qb, kk), bool).at[owner, slot].max(on & (r < per_query))
-        return (jnp.concatenate([jnp.where(taken, _NEG_INF, cand), ev.reshape(qb, -1)], 1),
-                jnp.concatenate([ids, ei.reshape(qb, -1)], 1))
+        return (
+            jnp.concatenate([jnp.where(taken, _NEG_INF, cand), ev.reshape(qb, -1)], 1),
+            jnp.concatenate([ids, ei.reshape(qb, -1)], 1),
+        )
 
     def without_repair(_):
         pad = (qb, per_query * bucket)
-        return (jnp.concatenate([cand, jnp.full(pad, _NEG_INF, jnp.float32)], 1),
-                jnp.concatenate([ids, jnp.full(pad, -1, jnp.int32)], 1))
+        return (
+            jnp.concatenate([cand, jnp.full(pad, _NEG_INF, jnp.float32)], 1),
+            jnp.concatenate([ids, jnp.full(pad, -1, jnp.int32)], 1),
+        )
 
     allv, alli = lax.cond(n_need > 0, with_repair, without_repair, None)
     v, pos = lax.top_k(allv, k + 1)
@@ -517,8 +549,11 @@ def _blocked(block_fn: Callable, q: jax.Array, exclude: jax.Array | None, qblock
     pad = nblk * qb - nq
     qp = jnp.pad(q, ((0, pad), (0, 0))).reshape(nblk, qb, q.shape[1])
     valid = (jnp.arange(nblk * qb) < nq).reshape(nblk, qb)
-    ex = None if exclude is None else jnp.pad(exclude, ((0, pad), (0, 0)), constant_values=-1).reshape(
-        nblk, qb, exclude.shape[1])
+    ex = (
+        None
+        if exclude is None
+        else jnp.pad(exclude, ((0, pad), (0, 0)), constant_values=-1).reshape(nblk, qb, exclude.shape[1])
+    )
     if nblk == 1:
         v, i = block_fn(qp[0], None if ex is None else ex[0], valid[0])
         return v[:nq], i[:nq]
@@ -526,10 +561,35 @@ def _blocked(block_fn: Callable, q: jax.Array, exclude: jax.Array | None, qblock
     return v.reshape(nblk * qb, -1)[:nq], i.reshape(nblk * qb, -1)[:nq]
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric", "method", "chunk_size", "query_block", "bucket_size",
-                                             "merge_chunks", "repair_buckets", "checked"))
-def _similarity_topk(queries, items, exclude, *, k, metric, method, chunk_size, query_block, bucket_size,
-                     merge_chunks, repair_buckets, checked=True):
+@functools.partial(
+    jax.jit,
+    static_argnames=(
+        "k",
+        "metric",
+        "method",
+        "chunk_size",
+        "query_block",
+        "bucket_size",
+        "merge_chunks",
+        "repair_buckets",
+        "checked",
+    ),
+)
+def _similarity_topk(
+    queries,
+    items,
+    exclude,
+    *,
+    k,
+    metric,
+    method,
+    chunk_size,
+    query_block,
+    bucket_size,
+    merge_chunks,
+    repair_buckets,
+    checked=True,
+):
     n = items.shape[0]
     q, x, bias, offset = _prepare(queries, items, metric)
     if exclude is not None:
@@ -547,23 +607,41 @@ def _similarity_topk(queries, items, exclude, *, k, metric, method, chunk_size, 
         return _scan_block(qb, x, bias, tail, ex, k=k, kk=kk, chunk=chunk)
 
     if method == "dense":
+
         def block(qb, ex, valid):
             return _dense_block(qb, x, bias, ex, k=k, kk=kk)
     elif method == "scan":
+
         def block(qb, ex, valid):
             return scan_fn(qb, ex)
     else:
+
         def block(qb, ex, valid):
-            return _bucket_block(qb, x, bias, tail, ex, valid, k=k, kk=k + m, chunk=chunk, bucket=bucket,
-                                 merge=merge, repair=repair, fallback=scan_fn if checked else None)
+            return _bucket_block(
+                qb,
+                x,
+                bias,
+                tail,
+                ex,
+                valid,
+                k=k,
+                kk=k + m,
+                chunk=chunk,
+                bucket=bucket,
+                merge=merge,
+                repair=repair,
+                fallback=scan_fn if checked else None,
+            )
+
     v, i = _blocked(block, q, exclude, query_block)
     if offset is not None:
         v = v + offset[:, None]
     return v, i
 
 
-def _check_topk_args(queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size,
-                     merge_chunks, repair_buckets):
+def _check_topk_args(
+    queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size, merge_chunks, repair_buckets
+):
     _check_pair(queries, items)
     _check_metric(metric)
     if method not in METHODS:
@@ -584,15 +662,27 @@ def _check_topk_args(queries, items, k, metric, exclude, method, chunk_size, que
             raise ValueError(f"bucket_size must be a power of two in [2, 256], got {bucket_size}")
     need = 32 if bucket_size is None else bucket_size
     if chunk_size % need:
-        raise ValueError(f"chunk_size={chunk_size} must be a multiple of bucket_size={need} (32 when bucket_size "
-                         "is None, the largest automatic bucket)")
+        raise ValueError(
+            f"chunk_size={chunk_size} must be a multiple of bucket_size={need} (32 when bucket_size "
+            "is None, the largest automatic bucket)"
+        )
     _check_concrete_exclusions(exclude, items.shape[0], k, shapes)
 
 
-def similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, metric: str = "dot",
-                    exclude: jax.Array | None = None, method: str = "auto", chunk_size: int = 1024,
-                    query_block: int = 256, bucket_size: int | None = None, merge_chunks: int | None = None,
-                    repair_buckets: int | None = None) -> tuple[jax.Array, jax.Array]:
+def similarity_topk(
+    queries: jax.Array,
+    items: jax.Array,
+    k: int,
+    *,
+    metric: str = "dot",
+    exclude: jax.Array | None = None,
+    method: str = "auto",
+    chunk_size: int = 1024,
+    query_block: int = 256,
+    bucket_size: int | None = None,
+    merge_chunks: int | None = None,
+    repair_buckets: int | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Exact top-``k`` items per query, streamed over item chunks (never builds ``[Q, N]`` for large ``N``).
 
     Args:
@@ -630,15 +720,24 @@ def similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, metric: str
         >>> i.tolist(), [round(v, 3) for v in s[0].tolist()]
         ([[1, 2]], [1.0, 0.707])
     """
-    _check_topk_args(queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size,
-                     merge_chunks, repair_buckets)
+    _check_topk_args(
+        queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size, merge_chunks, repair_buckets
+    )
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
-    return _similarity_topk(queries, items, exclude, k=int(k), metric=metric, method=method,
-                            chunk_size=int(chunk_size), query_block=int(query_block),
-                            bucket_size=None if bucket_size is None else int(bucket_size),
-                            merge_chunks=None if merge_chunks is None else int(merge_chunks),
-                            repair_buckets=None if repair_buckets is None else int(repair_buckets))
+    return _similarity_topk(
+        queries,
+        items,
+        exclude,
+        k=int(k),
+        metric=metric,
+        method=method,
+        chunk_size=int(chunk_size),
+        query_block=int(query_block),
+        bucket_size=None if bucket_size is None else int(bucket_size),
+        merge_chunks=None if merge_chunks is None else int(merge_chunks),
+        repair_buckets=None if repair_buckets is None else int(repair_buckets),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -670,9 +769,17 @@ def _approx_topk(queries, items, exclude, *, k, metric, recall_target, chunk_siz
     return v, i
 
 
-def approx_similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, recall_target: float = 0.95,
-                           metric: str = "dot", exclude: jax.Array | None = None, chunk_size: int = 16384,
-                           query_block: int = 256) -> tuple[jax.Array, jax.Array]:
+def approx_similarity_topk(
+    queries: jax.Array,
+    items: jax.Array,
+    k: int,
+    *,
+    recall_target: float = 0.95,
+    metric: str = "dot",
+    exclude: jax.Array | None = None,
+    chunk_size: int = 16384,
+    query_block: int = 256,
+) -> tuple[jax.Array, jax.Array]:
     """Approximate top-``k``: ``jax.lax.approx_max_k`` on each item chunk, exact merge across chunks.
 
     ``approx_max_k`` is the TPU's partial-reduce top-k: on TPU each chunk keeps about ``recall_target`` of its
@@ -711,17 +818,33 @@ def approx_similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, reca
     _check_concrete_exclusions(exclude, items.shape[0], k, _shapes(queries, items, exclude))
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
-    return _approx_topk(queries, items, exclude, k=int(k), metric=metric, recall_target=float(recall_target),
-                        chunk_size=int(chunk_size), query_block=int(query_block))
+    return _approx_topk(
+        queries,
+        items,
+        exclude,
+        k=int(k),
+        metric=metric,
+        recall_target=float(recall_target),
+        chunk_size=int(chunk_size),
+        query_block=int(query_block),
+    )
 
 
 # --------------------------------------------------------------------------------------------------
 # Sharded over items.
 
 
-def sharded_similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, mesh: jax.sharding.Mesh,
-                            axis_name: str, metric: str = "dot", exclude: jax.Array | None = None,
-                            **kernel_options: Any) -> tuple[jax.Array, jax.Array]:
+def sharded_similarity_topk(
+    queries: jax.Array,
+    items: jax.Array,
+    k: int,
+    *,
+    mesh: jax.sharding.Mesh,
+    axis_name: str,
+    metric: str = "dot",
+    exclude: jax.Array | None = None,
+    **kernel_options: Any,
+) -> tuple[jax.Array, jax.Array]:
     """Exact top-``k`` with the items split over mesh axis ``axis_name`` (each device holds ``N / D`` rows).
 
     Each device runs :func:`similarity_topk` on its rows (ids shifted to global ids, exclusions translated to
@@ -757,13 +880,23 @@ def sharded_similarity_topk(queries: jax.Array, items: jax.Array, k: int, *, mes
     n_dev = mesh.shape[axis_name]
     n = items.shape[0]
     if n % n_dev:
-        raise ValueError(f"items [N, d] = {items.shape} must split evenly over the {n_dev} devices of mesh axis "
-                         f"{axis_name!r}; pad N to a multiple of {n_dev}")
+        raise ValueError(
+            f"items [N, d] = {items.shape} must split evenly over the {n_dev} devices of mesh axis "
+            f"{axis_name!r}; pad N to a multiple of {n_dev}"
+        )
     if exclude is not None:
         _check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
         exclude = jnp.asarray(exclude, jnp.int32)
-    return _sharded_topk(queries, items, exclude, k=int(k), mesh=mesh, axis_name=axis_name, metric=metric,
-                         options=tuple(sorted(kernel_options.items())))
+    return _sharded_topk(
+        queries,
+        items,
+        exclude,
+        k=int(k),
+        mesh=mesh,
+        axis_name=axis_name,
+        metric=metric,
+        options=tuple(sorted(kernel_options.items())),
+    )
 
 
 @functools.partial(jax.jit, static_argnames=("k", "mesh", "axis_name", "metric", "options"))
@@ -789,11 +922,15 @@ def _sharded_topk(queries, items, exclude, *, k, mesh, axis_name, metric, option
     queries = place(queries, NamedSharding(mesh, P()))
     items = place(items, NamedSharding(mesh, P(axis_name)))
     if exclude is None:
-        fn = jax.shard_map(lambda q, x: local(q, x, None), mesh=mesh, in_specs=(P(), P(axis_name)),
-                           out_specs=(P(), P()), check_vma=False)
+        fn = jax.shard_map(
+            lambda q, x: local(q, x, None),
+            mesh=mesh,
+            in_specs=(P(), P(axis_name)),
+            out_specs=(P(), P()),
+            check_vma=False,
+        )
         return fn(queries, items)
-    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis_name), P()), out_specs=(P(), P()),
-                       check_vma=False)
+    fn = jax.shard_map(local, mesh=mesh, in_specs=(P(), P(axis_name), P()), out_specs=(P(), P()), check_vma=False)
     return fn(queries, items, place(exclude, NamedSharding(mesh, P())))
 
 
@@ -864,8 +1001,7 @@ def _candidate_scores(queries, items, candidates, *, metric):
     return jnp.where(ok, s, _NEG_INF)
 
 
-def candidate_scores(queries: jax.Array, items: jax.Array, candidates: jax.Array, *,
-                     metric: str = "dot") -> jax.Array:
+def candidate_scores(queries: jax.Array, items: jax.Array, candidates: jax.Array, *, metric: str = "dot") -> jax.Array:
     """Scores of each query against its own candidate item ids only (sampled evaluation, re-ranking).
 
     Args:
@@ -899,8 +1035,15 @@ def _candidate_topk(queries, items, candidates, exclude, *, k, metric):
     return v, jnp.where(v > _NEG_INF, i, -1)
 
 
-def candidate_topk(queries: jax.Array, items: jax.Array, candidates: jax.Array, k: int, *, metric: str = "dot",
-                   exclude: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def candidate_topk(
+    queries: jax.Array,
+    items: jax.Array,
+    candidates: jax.Array,
+    k: int,
+    *,
+    metric: str = "dot",
+    exclude: jax.Array | None = None,
+) -> tuple[jax.Array, jax.Array]:
     """Top-``k`` of each query's own candidate ids (an allow-list), e.g. to re-rank a retrieved shortlist.
 
     Duplicate ids in a row count once; ``-1`` and ids outside ``[0, N)`` are padding.
@@ -925,8 +1068,9 @@ def candidate_topk(queries: jax.Array, items: jax.Array, candidates: jax.Array, 
     _check_candidates(queries, items, candidates, metric)
     if exclude is not None:
         _check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
-    _check_k(k, candidates.shape[1], "candidates C",
-             f"queries {tuple(queries.shape)}, candidates {tuple(candidates.shape)}")
+    _check_k(
+        k, candidates.shape[1], "candidates C", f"queries {tuple(queries.shape)}, candidates {tuple(candidates.shape)}"
+    )
     ex = None if exclude is None else jnp.asarray(exclude)
     return _candidate_topk(queries, items, jnp.asarray(candidates), ex, k=int(k), metric=metric)
 
@@ -935,8 +1079,9 @@ def candidate_topk(queries: jax.Array, items: jax.Array, candidates: jax.Array, 
 # Host helpers.
 
 
-def csr_to_padded(indptr: np.ndarray, indices: np.ndarray, *, width: int | None = None,
-                  multiple: int = 1) -> np.ndarray:
+def csr_to_padded(
+    indptr: np.ndarray, indices: np.ndarray, *, width: int | None = None, multiple: int = 1
+) -> np.ndarray:
     """Host-side: CSR rows (``indptr [Q + 1]``, ``indices [nnz]``) → padded int32 ``[Q, m]`` with ``-1``.
 
     Args:
@@ -957,8 +1102,7 @@ def csr_to_padded(indptr: np.ndarray, indices: np.ndarray, *, width: int | None 
     if indptr.ndim != 1 or indptr.size == 0 or indices.ndim != 1:
         raise ValueError(f"indptr must be [Q + 1] and indices [nnz]; got {indptr.shape} and {indices.shape}")
     if indptr[0] != 0 or indptr[-1] != indices.size or np.any(np.diff(indptr) < 0):
-        raise ValueError(f"indptr {indptr.shape} must start at 0, be non-decreasing and end at nnz="
-                         f"{indices.size}")
+        raise ValueError(f"indptr {indptr.shape} must start at 0, be non-decreasing and end at nnz={indices.size}")
     _check_pos_int("multiple", multiple)
     lengths = np.diff(indptr)
     longest = int(lengths.max()) if lengths.size else 0

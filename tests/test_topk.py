@@ -89,8 +89,17 @@ def test_exact_integer_data_all_methods(data, method):
     assert not np.any(ref[0][:, :-1] == ref[0][:, 1:])
     assert_exact(topk.similarity_topk(q, x, K, method=method, **_CFG), ref)
     if method == "bucket":  # the fast path alone (no fallback to "scan") is exact too
-        fast = _similarity_topk(jnp.asarray(q), jnp.asarray(x), None, k=K, metric="dot", method="bucket",
-                                repair_buckets=None, checked=False, **_CFG)
+        fast = _similarity_topk(
+            jnp.asarray(q),
+            jnp.asarray(x),
+            None,
+            k=K,
+            metric="dot",
+            method="bucket",
+            repair_buckets=None,
+            checked=False,
+            **_CFG,
+        )
         assert_exact(fast, ref)
 
 
@@ -108,8 +117,10 @@ def test_ties_broken_by_lower_index(data):
 def test_chunked_equals_unchunked(data):
     q, x = data
     one_chunk = topk.similarity_topk(q, x, K, method="scan", chunk_size=1024, query_block=64)
-    for got in (topk.similarity_topk(q, x, K, method="scan", **_CFG),
-                topk.similarity_topk(q, x, K, method="bucket", **_CFG)):
+    for got in (
+        topk.similarity_topk(q, x, K, method="scan", **_CFG),
+        topk.similarity_topk(q, x, K, method="bucket", **_CFG),
+    ):
         np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(one_chunk[1]))
         np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(one_chunk[0]))
 
@@ -126,8 +137,7 @@ def test_metrics_float_data(metric):
     if metric == "cosine":
         qn = q / np.linalg.norm(q, axis=1, keepdims=True)
         xn = x / np.linalg.norm(x, axis=1, keepdims=True)
-        assert_close(topk.similarity_topk(qn, xn, K, method="dense", **_CFG), ref_scores(q, x, metric), K,
-                     tol=1e-4)
+        assert_close(topk.similarity_topk(qn, xn, K, method="dense", **_CFG), ref_scores(q, x, metric), K, tol=1e-4)
 
 
 def test_default_configuration_float_data():
@@ -157,14 +167,21 @@ def test_bfloat16_inputs_accumulate_in_float32():
 
 
 @settings(max_examples=8, deadline=None)
-@given(nq=st.integers(1, 9), n=st.integers(1, 150), d=st.integers(1, 5), k_frac=st.floats(0.0, 1.0),
-       method=st.sampled_from(["dense", "scan"]), seed=st.integers(0, 2**16))
+@given(
+    nq=st.integers(1, 9),
+    n=st.integers(1, 150),
+    d=st.integers(1, 5),
+    k_frac=st.floats(0.0, 1.0),
+    method=st.sampled_from(["dense", "scan"]),
+    seed=st.integers(0, 2**16),
+)
 def test_property_random_shapes(nq, n, d, k_frac, method, seed):
     rng = np.random.default_rng(seed)
     q, x = _ints(rng, (nq, d), -3, 4), _ints(rng, (n, d), -3, 4)  # small values: plenty of ties
     k = max(1, int(round(k_frac * n)))
-    assert_exact(topk.similarity_topk(q, x, k, method=method, chunk_size=32, query_block=4),
-                 ref_topk(ref_scores(q, x), k))
+    assert_exact(
+        topk.similarity_topk(q, x, k, method=method, chunk_size=32, query_block=4), ref_topk(ref_scores(q, x), k)
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -208,8 +225,17 @@ def test_bucket_fast_path_with_repairs_is_exact_without_fallback():
     centers = _ints(rng, (N // 4, D), -20, 21)
     x = np.repeat(centers, 4, axis=0) + _ints(rng, (N, D), 0, 2)
     q = _ints(rng, (Q, D))
-    got = _similarity_topk(jnp.asarray(q), jnp.asarray(x), None, k=K, metric="dot", method="bucket",
-                           repair_buckets=4 * Q, checked=False, **_CFG)
+    got = _similarity_topk(
+        jnp.asarray(q),
+        jnp.asarray(x),
+        None,
+        k=K,
+        metric="dot",
+        method="bucket",
+        repair_buckets=4 * Q,
+        checked=False,
+        **_CFG,
+    )
     ref = ref_topk(ref_scores(q, x), K)
     if np.any(ref[0][:, :-1] == ref[0][:, 1:]):  # exact ties make the fast path defer to "scan"; skip those rows
         ok = ~np.any(ref[0][:, :-1] == ref[0][:, 1:], axis=1)
@@ -255,10 +281,9 @@ def test_exclusion_from_csr(data):
     ex = topk.csr_to_padded(indptr, indices, multiple=4)
     assert ex.shape == (Q, 8) and ex.dtype == np.int32
     for r in range(Q):
-        np.testing.assert_array_equal(ex[r, :lengths[r]], indices[indptr[r]:indptr[r + 1]])
-        assert np.all(ex[r, lengths[r]:] == -1)
-    assert_exact(topk.similarity_topk(q, x, K, exclude=ex, method="scan", **_CFG),
-                 ref_topk(ref_scores(q, x), K, ex))
+        np.testing.assert_array_equal(ex[r, : lengths[r]], indices[indptr[r] : indptr[r + 1]])
+        assert np.all(ex[r, lengths[r] :] == -1)
+    assert_exact(topk.similarity_topk(q, x, K, exclude=ex, method="scan", **_CFG), ref_topk(ref_scores(q, x), K, ex))
 
 
 def test_exclusion_leaving_fewer_than_k_items():
@@ -289,8 +314,11 @@ def test_candidate_scores_and_topk():
         ok = cand[r][(cand[r] >= 0) & (cand[r] != ex[r, 0])]
         allowed[r, ok] = s[r, ok]
     assert_exact((v, i), ref_topk(allowed, 4))
-    np.testing.assert_allclose(np.asarray(topk.candidate_scores(q, x, cand, metric="l2"))[cand >= 0],
-                               ref_scores(q, x, "l2")[np.nonzero(cand >= 0)[0], cand[cand >= 0]], rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(topk.candidate_scores(q, x, cand, metric="l2"))[cand >= 0],
+        ref_scores(q, x, "l2")[np.nonzero(cand >= 0)[0], cand[cand >= 0]],
+        rtol=1e-6,
+    )
 
 
 def test_scores_topk_with_exclusion():
@@ -304,8 +332,9 @@ def test_similarity_scores_dense():
     rng = np.random.default_rng(11)
     q, x = rng.standard_normal((3, 4)).astype(np.float32), rng.standard_normal((5, 4)).astype(np.float32)
     for metric in topk.METRICS:
-        np.testing.assert_allclose(np.asarray(topk.similarity_scores(q, x, metric=metric)),
-                                   ref_scores(q, x, metric), rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(
+            np.asarray(topk.similarity_scores(q, x, metric=metric)), ref_scores(q, x, metric), rtol=1e-5, atol=1e-5
+        )
 
 
 # --------------------------------------------------------------------------------------------------
