@@ -177,6 +177,11 @@ class SharedEmbeddingModel(nn.Module):
         return out
 
 
+#: The ``mmd`` recipe's discrepancy: three Gaussian kernels around the median heuristic, the median taken on 128
+#: rows (sorting all (n+m)²/2 distances would dominate a CPU step).
+RECIPE_MMD = functools.partial(losses.mmd, median_scales=(0.5, 1.0, 2.0), median_rows=128)
+
+
 def _bpr_objective(l2: float, discrepancy, lam, model_kwargs=None) -> tr.Objective:
     def task_loss(outputs, batch):
         del batch
@@ -262,8 +267,8 @@ def _fit_embedding(
         objective = _bpr_objective(config.l2, "adversarial", 1.0, model_kwargs=lambda step: {"grl_alpha": ramp(step)})
     else:
         discrepancy = config.discrepancy if len(domains) > 1 else None
-        if discrepancy == "mmd":  # multi-kernel around the median heuristic, taken on 128 rows (a sort of 8k)
-            discrepancy = functools.partial(losses.mmd, median_scales=(0.5, 1.0, 2.0), median_rows=128)
+        if discrepancy == "mmd":
+            discrepancy = RECIPE_MMD
         objective = _bpr_objective(config.l2, discrepancy, config.lam if len(domains) > 1 else 0.0)
 
     has_valid = ds.interactions(target, "valid").size > 0
