@@ -2,10 +2,24 @@
 
 Read the package along the data path: ``data`` (host-side datasets, loaders, splits, synthetic data) →
 ``batching`` (negatives, fixed-shape batches, sharding) → ``models`` → ``graph`` → ``losses`` → ``train`` →
-``topk`` → ``metrics`` → ``methods`` → ``cli``.
+``topk`` → ``metrics`` → ``evaluate`` → ``methods`` → ``diagnostics`` / ``plot`` → ``cli``.
 """
 
-from jaxrec import batching, data, evaluate, graph, losses, methods, metrics, models, topk, train
+from jaxrec import (
+    batching,
+    data,
+    diagnostics,
+    evaluate,
+    graph,
+    losses,
+    methods,
+    metrics,
+    models,
+    plot,
+    sweep,
+    topk,
+    train,
+)
 from jaxrec.batching import NegativeSampler, iterate_batches, multi_domain_batches, shard
 from jaxrec.data import (
     CSR,
@@ -25,6 +39,7 @@ from jaxrec.data import (
     ratio_split,
     synthetic,
 )
+from jaxrec.diagnostics import diagnose, domain_gap, format_report, overlap_stats, proxy_a_distance
 from jaxrec.evaluate import (
     Scorer,
     embedding_scorer,
@@ -79,6 +94,15 @@ from jaxrec.models import (
     TwoTower,
     gradient_reversal,
 )
+from jaxrec.sweep import (
+    SWEEP_METHODS,
+    SweepResult,
+    create_sweep_state,
+    make_sweep_step,
+    sweep_config,
+    sweep_optimizer,
+    sweep_table,
+)
 from jaxrec.topk import (
     approx_similarity_topk,
     candidate_scores,
@@ -122,6 +146,7 @@ __all__ = [
     "combined_loss",
     "CoNet",
     "coral",
+    "create_sweep_state",
     "create_train_state",
     "CrossDomainDataset",
     "CrossDomainEmbedding",
@@ -131,9 +156,12 @@ __all__ = [
     "dann_lambda_schedule",
     "data",
     "DataError",
+    "diagnose",
+    "diagnostics",
     "DISCREPANCIES",
     "Domain",
     "domain_adversarial_loss",
+    "domain_gap",
     "DomainClassifier",
     "embedding_scorer",
     "EmbeddingConfig",
@@ -143,6 +171,7 @@ __all__ = [
     "evaluate_domains",
     "fit",
     "FitResult",
+    "format_report",
     "from_arrays",
     "from_table",
     "get_discrepancy",
@@ -161,6 +190,7 @@ __all__ = [
     "load_recbole",
     "losses",
     "make_optimizer",
+    "make_sweep_step",
     "make_train_step",
     "mean_l2",
     "mean_where",
@@ -177,10 +207,13 @@ __all__ = [
     "NonFiniteError",
     "Objective",
     "OptimizerConfig",
+    "overlap_stats",
     "Planted",
     "PLE",
+    "plot",
     "popularity_scorer",
     "propagate",
+    "proxy_a_distance",
     "PTUPCDRMeta",
     "ranking_metrics",
     "ratio_split",
@@ -204,6 +237,12 @@ __all__ = [
     "sliced_wasserstein",
     "split_nodes",
     "STAR",
+    "sweep",
+    "sweep_config",
+    "SWEEP_METHODS",
+    "sweep_optimizer",
+    "sweep_table",
+    "SweepResult",
     "synthetic",
     "SyntheticConfig",
     "Task",
