@@ -477,8 +477,10 @@ def _sampled(scorer, ds, target, split, selected, sampled_ks, n_negatives, seeds
     n_pairs = pair_users.shape[0]
     pool = np.unique(ds.interactions(target, "train").items)
     n_items = ds.n_items(target)
-    width = n_items if scorer.items is None else scorer.items.shape[1]
-    b = min(_pair_batch_size(batch_size, 1 + n_negatives, width), n_pairs)
+    if scorer.items is None:  # dense scores: one [B, N] score row per pair, then a [B, 1 + n] gather
+        b = min(max(1, min(batch_size, _GATHER_BUDGET // max(n_items, 1 + n_negatives))), n_pairs)
+    else:  # a [B, 1 + n, d] gather of item vectors
+        b = min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)
     fn = _jit_for(scorer.users_fn, _pair_batch)
     runs = []
     for seed in seeds:

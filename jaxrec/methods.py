@@ -15,6 +15,9 @@ Recipes here (what each transfers, from ``source`` to the cold-start users of ``
   user representations of the two domains: the combined loss ``Σ_d L_BPR(d) + λ·D(h_source, h_target)`` with D =
   multi-kernel MMD (Long et al., 2015), CORAL (Sun & Saenko, 2016), or adversarial alignment through gradient
   reversal with the DANN λ ramp (Ganin et al., 2016).
+* ``item_map`` — a closed-form ridge regression from source items to target items over the overlapping users
+  (EASE-like across domains), λ chosen on valid: the strong baseline every learned method is compared with.
+* ``emcdr`` / ``ptupcdr`` / ``finetune`` (in :mod:`jaxrec.mapping`) — embedding-and-mapping and fine-tuning.
 """
 
 from __future__ import annotations
@@ -346,6 +349,134 @@ def train_aligned(ds: CrossDomainDataset, *, source: str, target: str, config: E
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# item_map: the closed-form ridge baseline
+# ----------------------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class ItemMapConfig:
+    """Hyper-parameters of ``item_map``.
+
+    Attributes:
+      lams: candidate ridge strengths λ; the one with the best valid cold-user NDCG@10 (full ranking) is kept
+        (a single value: no selection; selection needs a valid split with cold users).
+      item_norm: source item columns are scaled by ``count^-item_norm`` before the regression (0: plain binary
+        rows; 0.5 damps the pull of very popular source items, +0.006 valid sampled NDCG@10 on Game→Video for
+        the co-occurrence limit of the model).
+      pop_weight: weight of the target log-popularity prior added to the per-user max-scaled ridge scores: it
+        breaks the exact ties among items the source history says nothing about (on Game→Video valid: sampled
+        NDCG@10 0.067 → 0.071 with any weight in [1e-4, 0.1]; full ranking unchanged).
+      seed: accepted for a uniform interface (the solution is deterministic).
+    """
+
+    lams: tuple[float, ...] = (300.0, 1000.0, 3000.0, 10000.0)
+    item_norm: float = 0.5
+    pop_weight: float = 0.01
+    seed: int = 0
+
+    def __post_init__(self):
+        lams = tuple(float(x) for x in np.atleast_1d(self.lams))
+        if not lams or min(lams) <= 0 or not np.all(np.isfinite(lams)):
+            raise ValueError(f"ItemMapConfig.lams={self.lams} must be a non-empty sequence of finite values > 0")
+        object.__setattr__(self, "lams", lams)
+        if self.pop_weight < 0:
+            raise ValueError(f"ItemMapConfig.pop_weight={self.pop_weight} must be >= 0")
+        if not 0.0 <= self.item_norm <= 1.0:
+            raise ValueError(f"ItemMapConfig.item_norm={self.item_norm} must be in [0, 1]")
+
+
+def _pair_products(ds: CrossDomainDataset, users: np.ndarray, a: str, b: str, scale_a: np.ndarray) -> jax.Array:
+    """``X_aᵀ X_b`` over ``users`` as a dense ``[N_a, N_b]`` float32 array, from sparse rows (no dense X).
+
+    Every user contributes the outer product of their (scaled) ``a`` row and binary ``b`` row: Σ_u n_a(u)·n_b(u)
+    scatter-adds instead of a [users, N_a] × [users, N_b] product.
+    """
+    rows_a, rows_b = ds.seen(a, "train"), ds.seen(b, "train")
+    la, lb = rows_a.lengths[users], rows_b.lengths[users]
+    counts = la * lb
+    owner = np.repeat(np.arange(users.size), counts)
+    k = np.arange(int(counts.sum())) - np.repeat(np.cumsum(counts) - counts, counts)
+    ia = rows_a.indices[rows_a.indptr[users][owner] + k // lb[owner]]
+    ib = rows_b.indices[rows_b.indptr[users][owner] + k % lb[owner]]
+    out = jnp.zeros((ds.n_items(a), ds.n_items(b)), jnp.float32)
+    return out.at[ia, ib].add(jnp.asarray(scale_a)[ia])
+
+
+def _history_rows(history: jax.Array, scale: jax.Array, users: jax.Array, n_items: int) -> jax.Array:
+    """``[B, N]`` scaled binary rows of ``users`` from the padded history ``[U, L]`` (-1 = padding)."""
+    h = history[users]
+    rows = jnp.broadcast_to(jnp.arange(users.shape[0])[:, None], h.shape)
+    weights = jnp.where(h >= 0, scale[jnp.maximum(h, 0)], 0.0)
+    return jnp.zeros((users.shape[0], n_items), jnp.float32).at[rows, jnp.maximum(h, 0)].add(weights)
+
+
+def _item_map_scores(weights, history, scale, log_pop, pop_weight, users):
+    """Ridge scores scaled to a maximum of 1 per user, plus ``pop_weight`` × log-popularity (scaled to [0, 1]):
+    the prior orders the many items a short source history gives no evidence for (exact ties otherwise)."""
+    x = _history_rows(history, scale, users, weights.shape[0])
+    scores = x @ weights
+    scores = scores / jnp.maximum(jnp.max(jnp.abs(scores), axis=1, keepdims=True), 1e-12)
+    has = jnp.any(history[users] >= 0, axis=1, keepdims=True)
+    prior = log_pop / jnp.maximum(jnp.max(log_pop), 1e-12)
+    return jnp.where(has, scores + pop_weight * prior[None, :], prior[None, :])
+
+
+def train_item_map(
+    ds: CrossDomainDataset, *, source: str, target: str, config: ItemMapConfig = ItemMapConfig()
+) -> Trained:
+    """Ridge regression from a user's source-item row to their target-item row, over the overlapping users.
+
+    ``W = (X_sᵀX_s + λI)⁻¹ X_sᵀ X_t`` (``[N_source, N_target]``; EASE-like, Steck 2019, across domains), solved
+    in JAX by Cholesky; a user's target scores are ``x_s @ W``. λ is chosen among ``config.lams`` on the valid
+    cold-start users of ``target`` (full-ranking NDCG@10), never on test. Users without source history get
+    popularity. Cost: one ``N_source³/3`` factorisation per λ (≈ 10–60 s at 12k source items on 2 CPU cores)
+    and ``N_source × N_target`` floats for ``W``.
+    """
+    _check_pair(ds, source, target)
+    overlap = np.intersect1d(ds.users_with(source, "train"), ds.users_with(target, "train"))
+    if overlap.size == 0:
+        raise DataError(f"item_map needs users with train history in both {source!r} and {target!r}; none found")
+    n_s = ds.n_items(source)
+    counts = ds.item_popularity(source).astype(np.float64)
+    scale = np.where(counts > 0, np.maximum(counts, 1.0) ** -config.item_norm, 0.0).astype(np.float32)
+    gram = _pair_products(ds, overlap, source, source, scale)
+    gram = gram * jnp.asarray(scale)[None, :]
+    cross = _pair_products(ds, overlap, source, target, scale)
+    history = jnp.asarray(ds.seen(source, "train").to_padded(pad=-1))
+    log_pop = jnp.asarray(np.log1p(ds.item_popularity(target)).astype(np.float32))
+    scale_j = jnp.asarray(scale)
+    pop_weight = jnp.float32(config.pop_weight)
+    eye = jnp.eye(n_s, dtype=jnp.float32)
+
+    def solve(lam):
+        factor = jax.scipy.linalg.cho_factor(gram + lam * eye)
+        return jax.scipy.linalg.cho_solve(factor, cross)
+
+    history_log = []
+    lams = config.lams
+    valid_users = ds.cold_users(source, target, "valid") if "valid" in ds.splits(target) else np.zeros(0)
+    best = lams[0]
+    if len(lams) > 1 and valid_users.size:
+        scores_best = -np.inf
+        for lam in lams:
+            weights = solve(lam)
+            scorer = ev.Scorer(jax.tree_util.Partial(_item_map_scores, weights, history, scale_j, log_pop, pop_weight))
+            result = ev.evaluate(
+                scorer, ds, target=target, split="valid", source=source, users="cold", ks=(10,), protocols=("full",)
+            )
+            ndcg = result["full"]["NDCG@10"]
+            history_log.append({"lam": lam, "valid_NDCG@10": ndcg})
+            if ndcg > scores_best:
+                best, scores_best, best_weights = lam, ndcg, weights
+        weights = best_weights
+    else:
+        weights = solve(best)
+    scorer = ev.Scorer(jax.tree_util.Partial(_item_map_scores, weights, history, scale_j, log_pop, pop_weight))
+    params = {"W": weights, "lam": best}
+    return Trained({target: scorer}, params, history_log, dataclasses.replace(config, lams=(best,)))
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # Registry
 # ----------------------------------------------------------------------------------------------------------------
 
@@ -381,6 +512,12 @@ METHODS: dict[str, Method] = {
         EmbeddingConfig(user_tower=(64,), discrepancy="adversarial", lam=0.1),
         "cmf + user towers + adversarial alignment (gradient reversal, DANN ramp)",
     ),
+    "item_map": Method(
+        "item_map",
+        train_item_map,
+        ItemMapConfig(),
+        "closed-form ridge from source items to target items over overlapping users (λ on valid)",
+    ),
 }
 
 
@@ -400,3 +537,9 @@ def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overri
         raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {sorted(fields)}")
     config = dataclasses.replace(method.default_config, **overrides)
     return method.train(ds, source=source, target=target, config=config)
+
+
+# Recipes defined in their own modules register themselves here (they import this module, so this comes last).
+from jaxrec import mapping  # noqa: E402
+
+METHODS.update(mapping.RECIPES)

@@ -1,5 +1,7 @@
 """Named recipes: registry errors, every recipe trains and ranks, transfer beats the baselines on cold users."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -49,12 +51,14 @@ def tiny():
 @pytest.mark.parametrize("name", sorted(methods.METHODS))
 def test_every_method_trains_and_scores(tiny, name):
     ds = tiny
-    overrides = {} if name == "popularity" else {"epochs": 1, "progress": False, "dim": 8, "batch_size": 256}
+    small = {"epochs": 1, "progress": False, "dim": 8, "batch_size": 256, "lams": (10.0,)}
+    fields = {f.name for f in dataclasses.fields(methods.get_method(name).default_config)}
+    overrides = {k: v for k, v in small.items() if k in fields}
     trained = methods.run(name, ds, source="source", target="target", **overrides)
     scorer = trained.scorers["target"]
     users = np.arange(5, dtype=np.int32)
     q = np.asarray(scorer.users_fn(users))
-    scores = q @ np.asarray(scorer.items).T
+    scores = q if scorer.items is None else q @ np.asarray(scorer.items).T  # dense scorers give scores directly
     assert scores.shape == (5, ds.n_items("target")) and np.isfinite(scores).all()
 
 
@@ -66,3 +70,42 @@ def test_transfer_beats_target_only_and_popularity_on_cold_users(ds):
     # target_only has no information about cold users: it is popularity for them (stated in its docstring)
     np.testing.assert_allclose(target_only, pop, rtol=1e-6)
     assert cmf > 1.2 * pop, (cmf, pop)  # measured: cmf 0.188, popularity 0.141
+
+
+def test_item_map_equals_numpy_ridge(tiny):
+    ds = tiny
+    config = methods.ItemMapConfig(lams=(5.0,), item_norm=0.5, pop_weight=0.1)
+    trained = methods.run("item_map", ds, source="source", target="target", lams=(5.0,), pop_weight=0.1)
+    assert trained.config == config
+    # float64 reference from dense matrices over the overlapping users
+    xs = np.zeros((ds.n_users, ds.n_items("source")))
+    xt = np.zeros((ds.n_users, ds.n_items("target")))
+    s, t = ds.interactions("source"), ds.interactions("target")
+    xs[s.users, s.items] = 1.0
+    xt[t.users, t.items] = 1.0
+    counts = xs.sum(0)
+    scale = np.where(counts > 0, np.maximum(counts, 1.0) ** -0.5, 0.0)
+    overlap = (xs.sum(1) > 0) & (xt.sum(1) > 0)
+    a = xs[overlap] * scale
+    w = np.linalg.solve(a.T @ a + 5.0 * np.eye(a.shape[1]), a.T @ xt[overlap])
+    np.testing.assert_allclose(np.asarray(trained.params["W"]), w, rtol=2e-3, atol=2e-5)
+    users = np.flatnonzero(xs.sum(1) > 0)[:7].astype(np.int32)
+    got = np.asarray(trained.scorers["target"].users_fn(users))
+    ridge = (xs[users] * scale) @ w
+    prior = np.log1p(xt.sum(0)) / np.log1p(xt.sum(0)).max()
+    want = ridge / np.abs(ridge).max(1, keepdims=True) + 0.1 * prior
+    np.testing.assert_allclose(got, want, rtol=2e-3, atol=2e-5)
+    # no source history: popularity
+    no_source = np.flatnonzero(xs.sum(1) == 0)
+    assert no_source.size
+    got = np.asarray(trained.scorers["target"].users_fn(no_source[:1].astype(np.int32)))[0]
+    np.testing.assert_allclose(got, prior, rtol=1e-6)
+
+
+def test_item_map_selects_lambda_on_valid(tiny):
+    trained = methods.run("item_map", tiny, source="source", target="target", lams=(0.1, 10.0, 1e4))
+    assert [r["lam"] for r in trained.history] == [0.1, 10.0, 1e4]
+    best = max(trained.history, key=lambda r: r["valid_NDCG@10"])
+    assert trained.config.lams == (best["lam"],) and trained.params["lam"] == best["lam"]
+    with pytest.raises(ValueError, match="lams"):
+        methods.ItemMapConfig(lams=(0.0,))

@@ -1,0 +1,106 @@
+"""Run directories and the train / evaluate / diagnose commands: round trip, metrics.json layout, clear errors."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from jaxrec import data, evaluate, runs
+
+
+@pytest.fixture(scope="module")
+def dataset_dir(tmp_path_factory):
+    ds, _ = data.synthetic(n_users=300, n_items=(60, 40), interactions_per_user=(8.0, 4.0), seed=1)
+    ds = data.cold_start_split(ds, "source", "target", fraction=0.25, seed=0)
+    root = tmp_path_factory.mktemp("tiny")
+    for d in ds.domains:
+        (root / d).mkdir()
+        for split in ds.splits(d):
+            it = ds.interactions(d, split)
+            np.savetxt(root / d / f"{split}.txt", np.stack([it.users, it.items], 1), fmt="%d", delimiter="\t")
+    return root
+
+
+def _cli(*args):
+    return subprocess.run([sys.executable, "-m", "jaxrec", *map(str, args)], capture_output=True, text=True)
+
+
+@pytest.mark.parametrize("method", ["cmf", "item_map"])
+def test_train_save_load_evaluate_round_trip(dataset_dir, tmp_path, method):
+    ds = data.load_dir(dataset_dir)
+    overrides = {"epochs": 2, "dim": 8, "progress": False} if method == "cmf" else {"lams": (10.0,)}
+    trained, run_dir = runs.train_run(
+        ds,
+        method=method,
+        source="source",
+        target="target",
+        out=tmp_path / "run",
+        data_path=str(dataset_dir),
+        **overrides,
+    )
+    restored = runs.load_scorers(run_dir)
+    users = np.arange(ds.n_users, dtype=np.int32)
+    for domain, scorer in trained.scorers.items():
+        got, want = restored[domain], scorer
+        np.testing.assert_array_equal(np.asarray(got.users_fn(users)), np.asarray(want.users_fn(users)))
+        if want.items is not None:
+            np.testing.assert_array_equal(np.asarray(got.items), np.asarray(want.items))
+    metrics = runs.evaluate_run(run_dir, ks=(10, 20), seeds=(0, 1))
+    direct = evaluate.evaluate(
+        trained.scorers["target"], ds, target="target", split="test", source="source", ks=(10, 20), seeds=(0, 1)
+    )
+    assert metrics["test"]["full"]["NDCG@10"] == pytest.approx(direct["full"]["NDCG@10"], rel=1e-6)
+    assert metrics["test"]["sampled"]["HR@10"] == pytest.approx(direct["sampled"]["HR@10"], rel=1e-6)
+    on_disk = json.loads((run_dir / "metrics.json").read_text())
+    assert set(on_disk["test"]["sampled"]) == {"MRR", "NDCG@5", "NDCG@10", "HR@1", "HR@5", "HR@10"}
+    assert set(on_disk["test"]["full"]) == {"Recall@10", "NDCG@10", "Recall@20", "NDCG@20"}
+    assert set(on_disk) >= {"valid", "test", "config", "seed", "versions", "wall_time", "checkpoint", "method"}
+    assert on_disk["method"] == method and on_disk["versions"]["jax"]
+
+
+def test_run_errors(dataset_dir, tmp_path):
+    with pytest.raises(runs.RunError, match="not a jaxrec run directory"):
+        runs.read_run(tmp_path)
+    with pytest.raises(runs.RunError, match="run directory not found"):
+        runs.read_run(tmp_path / "missing")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "run.json").write_text("{}")
+    with pytest.raises(runs.RunError, match="not a jaxrec run file"):
+        runs.read_run(tmp_path / "bad")
+    ds = data.load_dir(dataset_dir)
+    _, run_dir = runs.train_run(
+        ds, method="popularity", source="source", target="target", out=tmp_path / "pop", data_path=str(dataset_dir)
+    )
+    with pytest.raises(runs.RunError, match="already holds a run"):
+        runs.train_run(ds, method="popularity", source="source", target="target", out=run_dir)
+    other, _ = data.synthetic(n_users=200, n_items=(60, 40), seed=3)
+    with pytest.raises(runs.RunError, match="does not match the checkpoint"):
+        runs.evaluate_run(run_dir, ds=data.cold_start_split(other, "source", "target", seed=0))
+    with pytest.raises(ValueError, match="unknown method 'nope'"):
+        runs.train_run(ds, method="nope", source="source", target="target", out=tmp_path / "x")
+
+
+def test_cli_train_evaluate_diagnose(dataset_dir, tmp_path):
+    run = tmp_path / "run"
+    args = ["--data", dataset_dir, "--source", "source", "--target", "target", "--out", run, "--ks", 10]
+    out = _cli("train", *args, "--method", "cmf", "--epochs", 1, "--set", "dim=8", "--no-progress", "--plots")
+    assert out.returncode == 0, out.stderr
+    assert "test (" in out.stdout and (run / "metrics.json").exists()
+    assert (run / "plots" / "training_curves.png").exists()
+    out = _cli("evaluate", "--run", run, "--ks", 10, 20)
+    assert out.returncode == 0, out.stderr
+    assert "NDCG@20" in json.loads((run / "metrics.json").read_text())["test"]["full"]
+    out = _cli("diagnose", run)
+    assert out.returncode == 0, out.stderr
+    assert "proxy A-distance" in out.stdout
+    # bad input: clear messages and exit status 2
+    out = _cli("evaluate", "--run", tmp_path)
+    assert out.returncode == 2 and "not a jaxrec run directory" in out.stderr
+    out = _cli("train", *args[:-4], "--out", tmp_path / "r2", "--method", "bprmf")
+    assert out.returncode == 2 and "unknown method 'bprmf'" in out.stderr
+    out = _cli("train", *args[:-4], "--out", tmp_path / "r3", "--method", "popularity", "--epochs", 3)
+    assert out.returncode == 2 and "has no epochs" in out.stderr
+    out = _cli("train", *args[:-4], "--out", tmp_path / "r4", "--method", "popularity", "--ks", 500)
+    assert out.returncode == 2 and "exceeds the catalogue" in out.stderr
