@@ -1,0 +1,180 @@
+"""Leaderboard: every named method on a real two-domain dataset, cold-start users, both protocols, several seeds.
+
+    python bench/leaderboard.py                                  # all methods, game->video and video->game
+    python bench/leaderboard.py --pairs game:video --methods popularity item_map cmf --seeds 0 1 2
+
+For each (source → target) pair, method and training seed: train with the method's defaults (``methods.run``),
+then evaluate the target's cold-start users on **valid** and **test** with both protocols (full ranking over all
+target items minus seen; sampled: 1 held-out item among 999 uniform training items, sampling seeds 0, 1, 2).
+One JSON line per run goes to ``--out`` (default ``bench/out/leaderboard.jsonl``); runs already in that file are
+skipped, so the board can be filled over several sessions. Deterministic methods (``popularity``, ``item_map``)
+are trained once and their line repeated for every seed (their spread then comes from sampling only).
+
+The table reports mean ± std over training seeds; the recommended method is chosen on **valid** sampled
+NDCG@10 only, never on test, and printed as ``best method: `name` `` per pair.
+
+Reads ``../shared/data/amazon-game-video`` (beside the repository) unless ``--data`` is given; exits with a
+message when the data is absent.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ast
+import dataclasses
+import json
+import pathlib
+import sys
+import time
+
+import numpy as np
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+DEFAULT_DATA = REPO.parent / "shared" / "data" / "amazon-game-video"
+DETERMINISTIC = {"popularity", "item_map"}
+COLUMNS = [
+    ("valid smp NDCG@10", "valid", "sampled", "NDCG@10"),
+    ("test smp NDCG@10", "test", "sampled", "NDCG@10"),
+    ("test smp HR@10", "test", "sampled", "HR@10"),
+    ("test smp MRR", "test", "sampled", "MRR"),
+    ("test full NDCG@10", "test", "full", "NDCG@10"),
+    ("test full Recall@10", "test", "full", "Recall@10"),
+]
+
+
+def _evaluate(scorer, ds, source, target):
+    from jaxrec import evaluate
+
+    out = {}
+    for split in ("valid", "test"):
+        r = evaluate.evaluate(
+            scorer, ds, target=target, split=split, source=source, users="cold", ks=(10, 20, 50), seeds=(0, 1, 2)
+        )
+        out[split] = {
+            "sampled": r["sampled"],
+            "sampled_std": r["sampled_std"],
+            "full": r["full"],
+            "counts": r["counts"],
+        }
+    return out
+
+
+def _done(path: pathlib.Path) -> dict[tuple, dict]:
+    runs = {}
+    if path.exists():
+        for line in path.read_text().splitlines():
+            if line.strip():
+                r = json.loads(line)
+                runs[(r["source"], r["target"], r["method"], r["seed"])] = r
+    return runs
+
+
+def table(records: list[dict], source: str, target: str) -> tuple[str, str | None]:
+    """Markdown table of mean ± std over seeds for one pair, and the method best on valid sampled NDCG@10."""
+    by_method: dict[str, list[dict]] = {}
+    for r in records:
+        if r["source"] == source and r["target"] == target:
+            by_method.setdefault(r["method"], []).append(r)
+    if not by_method:
+        return "", None
+    head = "| method | seeds | " + " | ".join(c[0] for c in COLUMNS) + " | train s | eval s |"
+    lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
+    means = {}
+    for method, rs in sorted(
+        by_method.items(), key=lambda kv: -np.mean([r["valid"]["sampled"]["NDCG@10"] for r in kv[1]])
+    ):
+        cells = []
+        for _, split, protocol, metric in COLUMNS:
+            values = np.array([r[split][protocol][metric] for r in rs])
+            std = values.std(ddof=1) if len(values) > 1 else 0.0
+            cells.append(f"{values.mean():.4f} ± {std:.4f}")
+        means[method] = np.mean([r["valid"]["sampled"]["NDCG@10"] for r in rs])
+        train_s = np.mean([r["train_s"] for r in rs])
+        eval_s = np.mean([r["eval_s"] for r in rs])
+        lines.append(f"| `{method}` | {len(rs)} | " + " | ".join(cells) + f" | {train_s:.0f} | {eval_s:.0f} |")
+    best = max(means, key=means.get)
+    return "\n".join(lines), best
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--data", default=str(DEFAULT_DATA), help=f"dataset folder (default {DEFAULT_DATA})")
+    parser.add_argument("--pairs", nargs="+", default=["game:video", "video:game"], help="source:target pairs")
+    parser.add_argument("--methods", nargs="+", default=None, help="methods (default: all registered)")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
+    parser.add_argument("--out", default=str(REPO / "bench" / "out" / "leaderboard.jsonl"), help="JSON lines file")
+    parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method overrides")
+    parser.add_argument("--table-only", action="store_true", help="print the table from --out and exit")
+    args = parser.parse_args(argv)
+
+    out = pathlib.Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pairs = [tuple(p.split(":")) for p in args.pairs]
+    if not args.table_only:
+        data_dir = pathlib.Path(args.data)
+        if not data_dir.is_dir():
+            print(f"dataset not found at {data_dir}: pass --data DIR (see the dataset README)", file=sys.stderr)
+            return 1
+        from jaxrec import data, methods
+
+        overrides: dict[str, dict] = {}
+        for item in args.set:
+            key, _, value = item.partition("=")
+            method, _, field = key.partition(".")
+            overrides.setdefault(method, {})[field] = ast.literal_eval(value)
+        names = args.methods or sorted(methods.METHODS)
+        for name in names:
+            methods.get_method(name)  # unknown names fail before any training
+        ds = data.load_dir(data_dir)
+        done = _done(out)
+        for source, target in pairs:
+            for name in names:
+                fields = {f.name for f in dataclasses.fields(methods.get_method(name).default_config)}
+                for seed in args.seeds:
+                    if (source, target, name, seed) in done:
+                        continue
+                    if name in DETERMINISTIC and any((source, target, name, s) in done for s in args.seeds):
+                        first = next(
+                            done[(source, target, name, s)] for s in args.seeds if (source, target, name, s) in done
+                        )
+                        record = {**first, "seed": seed}
+                    else:
+                        kw = {"progress": False} if "progress" in fields else {}
+                        kw.update(overrides.get(name, {}))
+                        t0 = time.perf_counter()
+                        trained = methods.run(name, ds, source=source, target=target, seed=seed, **kw)
+                        train_s = time.perf_counter() - t0
+                        t0 = time.perf_counter()
+                        metrics = _evaluate(trained.scorers[target], ds, source, target)
+                        record = {
+                            "source": source,
+                            "target": target,
+                            "method": name,
+                            "seed": seed,
+                            "overrides": kw,
+                            **metrics,
+                            "train_s": train_s,
+                            "eval_s": time.perf_counter() - t0,
+                        }
+                    with open(out, "a") as f:
+                        f.write(json.dumps(record) + "\n")
+                    done[(source, target, name, seed)] = record
+                    v, t = record["valid"]["sampled"]["NDCG@10"], record["test"]["sampled"]["NDCG@10"]
+                    print(
+                        f"{source}->{target} {name} seed {seed}: valid smp NDCG@10 {v:.4f}, test {t:.4f}, "
+                        f"full {record['test']['full']['NDCG@10']:.4f} ({record['train_s']:.0f}s train)",
+                        flush=True,
+                    )
+    records = list(_done(out).values())
+    for source, target in pairs:
+        text, best = table(records, source, target)
+        if best is None:
+            continue
+        print(f"\n### {source} → {target} (cold-start users of {target}; mean ± std over training seeds)\n")
+        print(text)
+        print(f"\nbest method: `{best}` (chosen on valid sampled NDCG@10)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
