@@ -5,6 +5,8 @@ Read the package along the data path: ``data`` (host-side datasets, loaders, spl
 ``topk`` → ``metrics`` → ``evaluate`` → ``methods`` → ``diagnostics`` / ``plot`` → ``cli``.
 """
 
+# methods first: importing it registers the recipes of mapping.py and multidomain.py (they import methods)
+from jaxrec import methods  # isort: skip
 from jaxrec import (
     batching,
     data,
@@ -12,10 +14,12 @@ from jaxrec import (
     evaluate,
     graph,
     losses,
-    methods,
+    mapping,
     metrics,
     models,
+    multidomain,
     plot,
+    runs,
     sweep,
     topk,
     train,
@@ -95,6 +99,15 @@ from jaxrec.models import (
     TwoTower,
     gradient_reversal,
 )
+from jaxrec.multidomain import (
+    CoNetConfig,
+    JointConfig,
+    LightGCNConfig,
+    MMoEConfig,
+    PLEConfig,
+    STARConfig,
+    joint_graph,
+)
 from jaxrec.runs import RunError, evaluate_run, load_scorers, read_run, save_run, train_run
 from jaxrec.sweep import (
     SWEEP_METHODS,
@@ -147,6 +160,7 @@ __all__ = [
     "cold_start_split",
     "combined_loss",
     "CoNet",
+    "CoNetConfig",
     "coral",
     "create_sweep_state",
     "create_train_state",
@@ -189,8 +203,11 @@ __all__ = [
     "Interactions",
     "ItemMapConfig",
     "iterate_batches",
+    "joint_graph",
+    "JointConfig",
     "JointGraph",
     "leave_one_out",
+    "LightGCNConfig",
     "limit_overlap",
     "linear_mmd",
     "load_dir",
@@ -209,9 +226,11 @@ __all__ = [
     "MLP",
     "mmd",
     "MMoE",
+    "MMoEConfig",
     "models",
     "mse",
     "multi_domain_batches",
+    "multidomain",
     "NegativeSampler",
     "NonFiniteError",
     "Objective",
@@ -220,6 +239,7 @@ __all__ = [
     "padded_history",
     "Planted",
     "PLE",
+    "PLEConfig",
     "plot",
     "popularity_scorer",
     "PopularityConfig",
@@ -253,6 +273,7 @@ __all__ = [
     "sliced_wasserstein",
     "split_nodes",
     "STAR",
+    "STARConfig",
     "sweep",
     "sweep_config",
     "SWEEP_METHODS",

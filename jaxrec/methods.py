@@ -18,6 +18,8 @@ Recipes here (what each transfers, from ``source`` to the cold-start users of ``
 * ``item_map`` — a closed-form ridge regression from source items to target items over the overlapping users
   (EASE-like across domains), λ chosen on valid: the strong baseline every learned method is compared with.
 * ``emcdr`` / ``ptupcdr`` / ``finetune`` (in :mod:`jaxrec.mapping`) — embedding-and-mapping and fine-tuning.
+* ``mmoe`` / ``ple`` / ``star`` / ``conet`` / ``lightgcn`` (in :mod:`jaxrec.multidomain`) — multi-domain user
+  networks over shared embeddings, and joint-graph propagation.
 """
 
 from __future__ import annotations
@@ -540,6 +542,7 @@ def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overri
 
 
 # Recipes defined in their own modules register themselves here (they import this module, so this comes last).
-from jaxrec import mapping  # noqa: E402
+from jaxrec import mapping, multidomain  # noqa: E402
 
 METHODS.update(mapping.RECIPES)
+METHODS.update(multidomain.RECIPES)

@@ -29,7 +29,7 @@ def _ndcg(trained, ds):
 
 
 def test_unknown_method_and_option():
-    with pytest.raises(ValueError, match=r"unknown method 'bprmf'; valid methods: \['cmf', 'coral'"):
+    with pytest.raises(ValueError, match=r"unknown method 'bprmf'; valid methods: \['cmf', 'conet', 'coral'"):
         methods.get_method("bprmf")
     with pytest.raises(ValueError, match=r"has no option\(s\) \['epoch'\]"):
         methods.run("cmf", None, source="a", target="b", epoch=3)
@@ -109,3 +109,11 @@ def test_item_map_selects_lambda_on_valid(tiny):
     assert trained.config.lams == (best["lam"],) and trained.params["lam"] == best["lam"]
     with pytest.raises(ValueError, match="lams"):
         methods.ItemMapConfig(lams=(0.0,))
+
+
+def test_registry_holds_every_recipe_of_the_issue():
+    wanted = {"popularity", "target_only", "cmf", "mmd", "coral", "dann", "emcdr", "ptupcdr", "conet", "mmoe"}
+    wanted |= {"ple", "star", "lightgcn", "finetune", "item_map"}
+    assert wanted <= set(methods.METHODS)
+    for name, method in methods.METHODS.items():
+        assert method.name == name and method.summary and dataclasses.is_dataclass(method.default_config)
