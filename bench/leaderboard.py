@@ -10,7 +10,8 @@ One JSON line per run goes to ``--out`` (default ``bench/out/leaderboard.jsonl``
 skipped, so the board can be filled over several sessions. Deterministic methods (``popularity``, ``item_map``)
 are trained once and their line repeated for every seed (their spread then comes from sampling only).
 
-The table reports mean ± std over training seeds; the recommended method is chosen on **valid** sampled
+The table reports mean ± std over training seeds (for the deterministic methods: the std over the sampling
+seeds of the sampled protocol, and 0 for full ranking); the recommended method is chosen on **valid** sampled
 NDCG@10 only, never on test, and printed as ``best method: `name` `` per pair.
 
 Reads ``../shared/data/amazon-game-video`` (beside the repository) unless ``--data`` is given; exits with a
@@ -87,6 +88,8 @@ def table(records: list[dict], source: str, target: str) -> tuple[str, str | Non
         for _, split, protocol, metric in COLUMNS:
             values = np.array([r[split][protocol][metric] for r in rs])
             std = values.std(ddof=1) if len(values) > 1 else 0.0
+            if method in DETERMINISTIC and protocol == "sampled":  # one model: the spread of the sampling seeds
+                std = rs[0][split]["sampled_std"][metric]
             cells.append(f"{values.mean():.4f} ± {std:.4f}")
         means[method] = np.mean([r["valid"]["sampled"]["NDCG@10"] for r in rs])
         train_s = np.mean([r["train_s"] for r in rs])

@@ -57,7 +57,9 @@ class EmbeddingConfig:
       batch_size: positives per domain per step.
       n_negatives: uniformly drawn negatives per positive (never a seen item).
       learning_rate: Adam learning rate.
-      l2: L2 penalty on the batch's user and item embeddings.
+      l2: L2 penalty on the batch's user and item embeddings. 1e-2 (not the customary 1e-4): with ~6 interactions
+        per user, BPR-MF memorises at 1e-4 — cmf cold-user NDCG@10 (full) on the demo data 0.204 at 1e-4,
+        0.283 at 3e-3, 0.332 at 1e-2; the same ordering was measured on Amazon Game→Video valid.
       discrepancy: alignment term (``None``, ``"mean_l2"``, ``"linear_mmd"``, ``"mmd"``, ``"coral"``,
         ``"sliced_wasserstein"``, ``"adversarial"``).
       lam: λ of the alignment term (for ``"adversarial"``: the maximum of the DANN ramp of the reversal
@@ -74,7 +76,7 @@ class EmbeddingConfig:
     batch_size: int = 1024
     n_negatives: int = 4
     learning_rate: float = 1e-2
-    l2: float = 1e-4
+    l2: float = 1e-2
     discrepancy: str | None = None
     lam: float = 0.0
     align_size: int = 256

@@ -7,7 +7,7 @@ import sys
 import numpy as np
 import pytest
 
-from jaxrec import data, evaluate, runs
+from jaxrec import cli, data, evaluate, runs
 
 
 @pytest.fixture(scope="module")
@@ -82,25 +82,23 @@ def test_run_errors(dataset_dir, tmp_path):
         runs.train_run(ds, method="nope", source="source", target="target", out=tmp_path / "x")
 
 
-def test_cli_train_evaluate_diagnose(dataset_dir, tmp_path):
+def test_cli_train_evaluate_diagnose(dataset_dir, tmp_path, capsys):
     run = tmp_path / "run"
     args = ["--data", dataset_dir, "--source", "source", "--target", "target", "--out", run, "--ks", 10]
-    out = _cli("train", *args, "--method", "cmf", "--epochs", 1, "--set", "dim=8", "--no-progress", "--plots")
-    assert out.returncode == 0, out.stderr
-    assert "test (" in out.stdout and (run / "metrics.json").exists()
+    main = lambda *a: cli.main([str(x) for x in a])  # noqa: E731  (in-process: no jax start-up per call)
+    assert main("train", *args, "--method", "cmf", "--epochs", 1, "--set", "dim=8", "--no-progress", "--plots") == 0
+    assert "test (" in capsys.readouterr().out and (run / "metrics.json").exists()
     assert (run / "plots" / "training_curves.png").exists()
-    out = _cli("evaluate", "--run", run, "--ks", 10, 20)
-    assert out.returncode == 0, out.stderr
+    assert main("evaluate", "--run", run, "--ks", 10, 20) == 0
     assert "NDCG@20" in json.loads((run / "metrics.json").read_text())["test"]["full"]
-    out = _cli("diagnose", run)
-    assert out.returncode == 0, out.stderr
-    assert "proxy A-distance" in out.stdout
+    assert main("diagnose", run) == 0
+    assert "proxy A-distance" in capsys.readouterr().out
     # bad input: clear messages and exit status 2
-    out = _cli("evaluate", "--run", tmp_path)
+    assert main("train", *args[:-4], "--out", tmp_path / "r2", "--method", "bprmf") == 2
+    assert "unknown method 'bprmf'" in capsys.readouterr().err
+    assert main("train", *args[:-4], "--out", tmp_path / "r3", "--method", "popularity", "--epochs", 3) == 2
+    assert "has no epochs" in capsys.readouterr().err
+    assert main("train", *args[:-4], "--out", tmp_path / "r4", "--method", "popularity", "--ks", 500) == 2
+    assert "exceeds the catalogue" in capsys.readouterr().err
+    out = _cli("evaluate", "--run", tmp_path)  # the real entry point, once
     assert out.returncode == 2 and "not a jaxrec run directory" in out.stderr
-    out = _cli("train", *args[:-4], "--out", tmp_path / "r2", "--method", "bprmf")
-    assert out.returncode == 2 and "unknown method 'bprmf'" in out.stderr
-    out = _cli("train", *args[:-4], "--out", tmp_path / "r3", "--method", "popularity", "--epochs", 3)
-    assert out.returncode == 2 and "has no epochs" in out.stderr
-    out = _cli("train", *args[:-4], "--out", tmp_path / "r4", "--method", "popularity", "--ks", 500)
-    assert out.returncode == 2 and "exceeds the catalogue" in out.stderr
