@@ -108,6 +108,7 @@ def main(argv=None) -> int:
     parser.add_argument("--out", default=str(REPO / "bench" / "out" / "leaderboard.jsonl"), help="JSON lines file")
     parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method overrides")
     parser.add_argument("--table-only", action="store_true", help="print the table from --out and exit")
+    parser.add_argument("--plot", default=None, help="write a bar chart of test NDCG@10 per method (both protocols)")
     args = parser.parse_args(argv)
 
     out = pathlib.Path(args.out)
@@ -176,7 +177,35 @@ def main(argv=None) -> int:
         print(f"\n### {source} → {target} (cold-start users of {target}; mean ± std over training seeds)\n")
         print(text)
         print(f"\nbest method: `{best}` (chosen on valid sampled NDCG@10)")
+    if args.plot:
+        _plot(records, pairs, args.plot)
+        print(f"wrote {args.plot}")
     return 0
+
+
+def _plot(records: list[dict], pairs, path: str):
+    """Test NDCG@10 per method and pair, sampled and full protocols, error bars over training seeds."""
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(11, 3.6 * len(pairs)), layout="constrained")
+    axes = fig.subplots(len(pairs), 1, squeeze=False)[:, 0]
+    for ax, (source, target) in zip(axes, pairs):
+        by_method: dict[str, list[dict]] = {}
+        for r in records:
+            if (r["source"], r["target"]) == (source, target):
+                by_method.setdefault(r["method"], []).append(r)
+        names = sorted(by_method, key=lambda m: -np.mean([r["test"]["sampled"]["NDCG@10"] for r in by_method[m]]))
+        x = np.arange(len(names))
+        for offset, protocol in ((-0.2, "sampled"), (0.2, "full")):
+            values = [np.array([r["test"][protocol]["NDCG@10"] for r in by_method[m]]) for m in names]
+            means = [v.mean() for v in values]
+            stds = [v.std(ddof=1) if len(v) > 1 else 0.0 for v in values]
+            ax.bar(x + offset, means, 0.4, yerr=stds, capsize=2, label=f"{protocol} NDCG@10")
+        ax.set_xticks(x, names, rotation=30, ha="right")
+        ax.set_title(f"{source} → {target}: cold-start users, test")
+        ax.legend()
+    pathlib.Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
 
 
 if __name__ == "__main__":

@@ -68,6 +68,10 @@ class EmbeddingConfig:
       patience: early stopping after this many epochs without a better validation NDCG@10 (cold users).
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      auxiliary: further domains trained jointly with ``source`` and ``target`` (shared users, one item table
+        and BPR term each; ``("all",)``: every domain of the dataset) — the multi-domain setting with N > 2
+        domains. The alignment term stays between ``source`` and ``target``. Recipes ``cmf``, ``mmd``,
+        ``coral``, ``dann``; their ``Trained.scorers`` then rank every trained domain.
     """
 
     dim: int = 64
@@ -83,8 +87,12 @@ class EmbeddingConfig:
     patience: int = 4
     seed: int = 0
     progress: bool = True
+    auxiliary: tuple[str, ...] = ()
 
     def __post_init__(self):
+        object.__setattr__(
+            self, "auxiliary", (self.auxiliary,) if isinstance(self.auxiliary, str) else tuple(self.auxiliary)
+        )
         for name in ("dim", "epochs", "batch_size", "n_negatives", "patience", "align_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"EmbeddingConfig.{name}={getattr(self, name)} must be >= 1")
@@ -332,7 +340,10 @@ def train_target_only(
 
 def _train_joint(ds, source, target, config):
     _check_pair(ds, source, target)
-    domains = (source, target)
+    extra = tuple(ds.domains) if config.auxiliary == ("all",) else tuple(config.auxiliary)
+    for d in extra:
+        ds.domain(d)  # unknown names raise listing the dataset's domains
+    domains = (source, target) + tuple(d for d in dict.fromkeys(extra) if d not in (source, target))
     model, params, history = _fit_embedding(ds, domains, source=source, target=target, config=config)
     scorers = {d: _scorer_for(model, params, ds, domains, d) for d in domains}
     return Trained(scorers, params, history, config)

@@ -14,13 +14,13 @@ def ds():
     return data.cold_start_split(dataset, "source", "target", fraction=0.25, seed=0)
 
 
-def _ndcg(trained, ds):
+def _ndcg(trained, ds, source="source", target="target"):
     result = evaluate.evaluate(
-        trained.scorers["target"],
+        trained.scorers[target],
         ds,
-        target="target",
+        target=target,
         split="test",
-        source="source",
+        source=source,
         users="cold",
         ks=(10,),
         protocols=("full",),
@@ -117,3 +117,27 @@ def test_registry_holds_every_recipe_of_the_issue():
     assert wanted <= set(methods.METHODS)
     for name, method in methods.METHODS.items():
         assert method.name == name and method.summary and dataclasses.is_dataclass(method.default_config)
+
+
+def test_three_domains_trained_jointly_and_evaluated():
+    dataset, _ = data.synthetic(
+        n_users=600,
+        domains=("books", "games", "movies"),
+        n_items=(120, 90, 60),
+        interactions_per_user=(12.0, 10.0, 5.0),
+        seed=4,
+    )
+    ds = data.cold_start_split(dataset, "games", "movies", fraction=0.25, seed=0)
+    kw = dict(epochs=2, progress=False, dim=8, batch_size=256)
+    trained = methods.run("cmf", ds, source="games", target="movies", auxiliary=("all",), epochs=8, progress=False)
+    assert set(trained.scorers) == {"books", "games", "movies"}
+    pop = _ndcg(methods.run("popularity", ds, source="games", target="movies"), ds, "games", "movies")
+    three = _ndcg(trained, ds, "games", "movies")
+    assert three > pop, (three, pop)
+    users = np.arange(10, dtype=np.int32)
+    books = np.asarray(trained.scorers["books"].users_fn(users)) @ np.asarray(trained.scorers["books"].items).T
+    assert books.shape == (10, 120) and np.isfinite(books).all()
+    aligned = methods.run("mmd", ds, source="games", target="movies", auxiliary=("books",), **kw)
+    assert set(aligned.scorers) == {"books", "games", "movies"}
+    with pytest.raises(data.DataError, match="unknown domain 'comics'"):
+        methods.run("cmf", ds, source="games", target="movies", auxiliary=("comics",), **kw)
