@@ -102,3 +102,17 @@ def test_cli_train_evaluate_diagnose(dataset_dir, tmp_path, capsys):
     assert "exceeds the catalogue" in capsys.readouterr().err
     out = _cli("evaluate", "--run", tmp_path)  # the real entry point, once
     assert out.returncode == 2 and "not a jaxrec run directory" in out.stderr
+
+
+def test_cli_sweep_and_methods(dataset_dir, capsys):
+    args = ["sweep", "--data", dataset_dir, "--source", "source", "--target", "target", "--method", "coral"]
+    assert (
+        cli.main([str(a) for a in args] + ["--lam", "0.1", "1.0", "--epochs", "1", "--set", "dim=8", "--no-progress"])
+        == 0
+    )
+    table = capsys.readouterr().out
+    assert "0.1" in table and "NDCG@10" in table
+    assert cli.main(["sweep", "--method", "popularity"]) == 2
+    assert "popularity" in capsys.readouterr().err
+    assert cli.main(["methods"]) == 0
+    assert "item_map" in capsys.readouterr().out
