@@ -279,32 +279,6 @@ def _pretrain(ds: CrossDomainDataset, domain: str, config) -> tuple[np.ndarray, 
     return np.asarray(users), np.asarray(items), history
 
 
-def _valid_evaluator(ds: CrossDomainDataset, source: str, target: str) -> Callable[[ev.Scorer], dict] | None:
-    """``scorer -> {"NDCG@10", "Recall@10"}`` on the valid cold users of ``target``, or None when there are none."""
-    if ds.cold_users(source, target, "valid").size == 0:
-        return None
-
-    def evaluate(scorer: ev.Scorer) -> dict:
-        result = ev.evaluate(
-            scorer, ds, target=target, split="valid", source=source, users="cold", ks=(10,), protocols=("full",)
-        )
-        return {"NDCG@10": result["full"]["NDCG@10"], "Recall@10": result["full"]["Recall@10"]}
-
-    return evaluate
-
-
-def _train_config(config, *, epochs: int, learning_rate: float, steps_per_epoch: int, early_stopping: bool):
-    return tr.TrainConfig(
-        epochs=epochs,
-        seed=config.seed,
-        progress=config.progress,
-        log_every=max(1, steps_per_epoch // 4),
-        optimizer=tr.OptimizerConfig(learning_rate=learning_rate),
-        early_stopping_metric="NDCG@10" if early_stopping else None,
-        patience=config.patience if early_stopping else None,
-    )
-
-
 def _tagged(history: list, phase: str) -> list:
     return [{"phase": phase, **record} for record in history]
 
@@ -507,7 +481,7 @@ def train_emcdr(
         table = _mapped_table(apply_fn, params, src_users, tgt_users, cold)
         return _target_scorer(ds, target, table, tgt_items, has_any)
 
-    valid = _valid_evaluator(ds, source, target)
+    valid = methods._valid_evaluator(ds, source, target)
     mapping, params, map_hist = fit_mapping(
         src_users[overlap],
         tgt_users[overlap],
@@ -694,10 +668,10 @@ def train_ptupcdr(
             table[cold] = _bridge_vectors(mapped_fn, params, cold, history, dim=config.dim)
         return _target_scorer(ds, target, table, tgt_items, has_any)
 
-    valid = _valid_evaluator(ds, source, target)
+    valid = methods._valid_evaluator(ds, source, target)
 
     # -- training --
-    config_t = _train_config(
+    config_t = methods._train_config(
         config,
         epochs=config.meta_epochs,
         learning_rate=config.meta_learning_rate,
@@ -816,10 +790,10 @@ def train_finetune(
     objective = methods._bpr_objective(config.l2, None, 0.0)
     pre_batches, pre_steps = _domain_batches(ds, (source,) if config.pretrain == "source" else domains, config)
     tgt_batches, tgt_steps = _domain_batches(ds, (target,), config)
-    valid = _valid_evaluator(ds, source, target)
+    valid = methods._valid_evaluator(ds, source, target)
     phases = [
         (
-            _train_config(
+            methods._train_config(
                 config,
                 epochs=config.pretrain_epochs,
                 learning_rate=config.learning_rate,
@@ -829,7 +803,7 @@ def train_finetune(
             tr.Task(make_model(), objective, pre_batches, name=f"finetune: pretrain {config.pretrain}"),
         ),
         (
-            _train_config(
+            methods._train_config(
                 config,
                 epochs=config.epochs,
                 learning_rate=config.finetune_learning_rate,

@@ -252,6 +252,47 @@ def _fallback_scorer(user_table, item_table, has_history, counts) -> ev.Scorer:
     return ev.Scorer(jax.tree_util.Partial(_warm_or_popularity, jnp.asarray(user_table), warm), items)
 
 
+def _valid_evaluator(
+    ds: CrossDomainDataset, source: str, target: str, *, cold: bool = True
+) -> Callable[[ev.Scorer], dict] | None:
+    """The early-stopping measure of every recipe: ``scorer -> {"NDCG@10", "Recall@10"}`` (full ranking) on the
+    valid users of ``target`` — its cold users when ``cold`` and there are any, else all of them; None when
+    ``target`` has no valid interactions."""
+    if ds.interactions(target, "valid").size == 0:
+        return None
+    cold = cold and ds.cold_users(source, target, "valid").size > 0
+
+    def evaluate(scorer: ev.Scorer) -> dict:
+        result = ev.evaluate(
+            scorer,
+            ds,
+            target=target,
+            split="valid",
+            source=source if cold else None,
+            users="cold" if cold else "all",
+            ks=(10,),
+            protocols=("full",),
+        )
+        return {"NDCG@10": result["full"]["NDCG@10"], "Recall@10": result["full"]["Recall@10"]}
+
+    return evaluate
+
+
+def _train_config(
+    config, *, steps_per_epoch: int, early_stopping: bool, epochs: int | None = None, learning_rate: float | None = None
+) -> tr.TrainConfig:
+    """``train.TrainConfig`` of a recipe: Adam, 4 log records per epoch, early stopping on valid NDCG@10."""
+    return tr.TrainConfig(
+        epochs=config.epochs if epochs is None else epochs,
+        seed=config.seed,
+        progress=config.progress,
+        log_every=max(1, steps_per_epoch // 4),
+        optimizer=tr.OptimizerConfig(learning_rate=config.learning_rate if learning_rate is None else learning_rate),
+        early_stopping_metric="NDCG@10" if early_stopping else None,
+        patience=config.patience if early_stopping else None,
+    )
+
+
 def _fit_embedding(
     ds: CrossDomainDataset, domains: tuple[str, ...], *, source: str, target: str, config: EmbeddingConfig
 ) -> tuple[SharedEmbeddingModel, Any, list]:
@@ -286,34 +327,9 @@ def _fit_embedding(
             discrepancy = RECIPE_MMD
         objective = _bpr_objective(config.l2, discrepancy, config.lam if len(domains) > 1 else 0.0)
 
-    has_valid = ds.interactions(target, "valid").size > 0
-    evaluate = None
-    if has_valid:
-
-        def evaluate(params):
-            scorer = _scorer_for(model, params, ds, domains, target)
-            users = "cold" if source in domains and ds.cold_users(source, target, "valid").size else "all"
-            result = ev.evaluate(
-                scorer,
-                ds,
-                target=target,
-                split="valid",
-                source=source if users == "cold" else None,
-                users=users,
-                ks=(10,),
-                protocols=("full",),
-            )
-            return {"NDCG@10": result["full"]["NDCG@10"], "Recall@10": result["full"]["Recall@10"]}
-
-    config_t = tr.TrainConfig(
-        epochs=config.epochs,
-        seed=config.seed,
-        progress=config.progress,
-        log_every=max(1, steps_per_epoch // 4),
-        optimizer=tr.OptimizerConfig(learning_rate=config.learning_rate),
-        early_stopping_metric="NDCG@10" if has_valid else None,
-        patience=config.patience if has_valid else None,
-    )
+    valid = _valid_evaluator(ds, source, target, cold=source in domains)
+    evaluate = None if valid is None else (lambda params: valid(_scorer_for(model, params, ds, domains, target)))
+    config_t = _train_config(config, steps_per_epoch=steps_per_epoch, early_stopping=valid is not None)
     result = tr.fit(config_t, tr.Task(model, objective, batches, evaluate=evaluate, name="+".join(domains)))
     return model, result.best_params, result.history
 

@@ -494,35 +494,16 @@ def _fit_joint(
 
     # -- evaluation: cold-user valid NDCG@10 (full ranking) of the target, as methods._fit_embedding --
     tables = _tables_fn(model)
-    has_valid = ds.interactions(target, "valid").size > 0
+    valid = methods._valid_evaluator(ds, source, target)
     evaluate = None
-    if has_valid:
-        cold = ds.cold_users(source, target, "valid").size > 0
+    if valid is not None:
 
         def evaluate(params):
             users, items = tables(params, context, 1)
-            result = ev.evaluate(
-                _scorer(ds, domains, target, users, items),
-                ds,
-                target=target,
-                split="valid",
-                source=source if cold else None,
-                users="cold" if cold else "all",
-                ks=(10,),
-                protocols=("full",),
-            )
-            return {"NDCG@10": result["full"]["NDCG@10"], "Recall@10": result["full"]["Recall@10"]}
+            return valid(_scorer(ds, domains, target, users, items))
 
     # -- the loop: train.fit with methods' BPR objective --
-    train_config = tr.TrainConfig(
-        epochs=config.epochs,
-        seed=config.seed,
-        progress=config.progress,
-        log_every=max(1, steps_per_epoch // 4),
-        optimizer=tr.OptimizerConfig(learning_rate=config.learning_rate),
-        early_stopping_metric="NDCG@10" if has_valid else None,
-        patience=config.patience if has_valid else None,
-    )
+    train_config = methods._train_config(config, steps_per_epoch=steps_per_epoch, early_stopping=valid is not None)
     objective = methods._bpr_objective(config.l2, None, 0.0)
     result = tr.fit(train_config, tr.Task(model, objective, batches, evaluate=evaluate, name="+".join(domains)))
     return result.best_params, result.history, tables
