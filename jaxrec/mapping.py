@@ -737,14 +737,7 @@ class _FreezableEmbeddingModel(nn.Module):
             b = batch[name]
             h = self._users(b["users"])
             pos_item, neg_item = self._items(b["items"], k), self._items(b["negatives"], k)
-            out[name] = {
-                "pos": jnp.sum(h * pos_item, -1),
-                "neg": jnp.einsum("bd,bnd->bn", h, neg_item),
-                "user": h,
-                "pos_item": pos_item,
-                "neg_item": neg_item,
-                "mask": b["mask"],
-            }
+            out[name] = methods._pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
         return out
 
 

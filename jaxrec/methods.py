@@ -122,6 +122,23 @@ class Trained(NamedTuple):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+def _pair_outputs(h, pos_item, neg_item, mask, reg):
+    """The output record of one domain's batch, the format every recipe's model returns (:class:`SharedEmbeddingModel`).
+
+    Args:
+      h: ``[B, D]`` user vectors; pos_item ``[B, D]``, neg_item ``[B, n, D]`` item vectors; mask ``[B]``.
+      reg: ``(user [B, D], pos_item [B, D], neg_item [B, n, D])`` — what the objective's L2 term penalizes.
+    """
+    return {
+        "pos": jnp.sum(h * pos_item, -1),
+        "neg": jnp.einsum("bd,bnd->bn", h, neg_item),
+        "user": reg[0],
+        "pos_item": reg[1],
+        "neg_item": reg[2],
+        "mask": mask,
+    }
+
+
 class SharedEmbeddingModel(nn.Module):
     """Users shared across domains, items per domain, optional per-domain residual user towers and a domain
     classifier behind gradient reversal.
@@ -173,14 +190,7 @@ class SharedEmbeddingModel(nn.Module):
             h = self.user_vectors(b["users"], k)
             pos_item = self.embed.items(b["items"], k)
             neg_item = self.embed.items(b["negatives"], k)
-            out[name] = {
-                "pos": jnp.sum(h * pos_item, -1),
-                "neg": jnp.einsum("bd,bnd->bn", h, neg_item),
-                "user": h,
-                "pos_item": pos_item,
-                "neg_item": neg_item,
-                "mask": b["mask"],
-            }
+            out[name] = _pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
         if len(self.domains) >= 2 and self.domains[0] in batch and self.domains[1] in batch:
             s, t = out[self.domains[0]], out[self.domains[1]]
             n = self.align_size  # batches are shuffled: the first rows are a random subsample

@@ -264,23 +264,6 @@ class LightGCNConfig(JointConfig):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def _pair_outputs(h, pos_item, neg_item, mask, reg):
-    """The output record of one domain's batch, in ``methods.SharedEmbeddingModel``'s format.
-
-    Args:
-      h: ``[B, D]`` user vectors; pos_item ``[B, D]``, neg_item ``[B, n, D]`` item vectors; mask ``[B]``.
-      reg: ``(user [B, D], pos_item [B, D], neg_item [B, n, D])`` — what the objective's L2 term penalizes.
-    """
-    return {
-        "pos": jnp.sum(h * pos_item, -1),
-        "neg": jnp.einsum("bd,bnd->bn", h, neg_item),
-        "user": reg[0],
-        "pos_item": reg[1],
-        "neg_item": reg[2],
-        "mask": mask,
-    }
-
-
 class CoNetUserTowers(nn.Module):
     """:class:`jaxrec.models.CoNet` as a multi-domain user network: both towers read the same input.
 
@@ -369,7 +352,7 @@ class UserNetworkModel(nn.Module):
             b = batch[name]
             h = self.user_vectors(b["users"], k, deterministic=deterministic)
             pos_item, neg_item = self.embed.items(b["items"], k), self.embed.items(b["negatives"], k)
-            out[name] = _pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
+            out[name] = methods._pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
         return out
 
 
@@ -431,7 +414,7 @@ class LightGCNModel(nn.Module):
             b = batch[name]
             h, pos_item, neg_item = users[b["users"]], items[k][b["items"]], items[k][b["negatives"]]
             reg = (self.embed.users(b["users"]), self.embed.items(b["items"], k), self.embed.items(b["negatives"], k))
-            out[name] = _pair_outputs(h, pos_item, neg_item, b["mask"], reg)
+            out[name] = methods._pair_outputs(h, pos_item, neg_item, b["mask"], reg)
         return out
 
 
