@@ -74,8 +74,9 @@ def test_transfer_beats_target_only_and_popularity_on_cold_users(ds):
 
 def test_item_map_equals_numpy_ridge(tiny):
     ds = tiny
-    config = methods.ItemMapConfig(lams=(5.0,), item_norm=0.5, pop_weight=0.1)
-    trained = methods.run("item_map", ds, source="source", target="target", lams=(5.0,), pop_weight=0.1)
+    config = methods.ItemMapConfig(lams=(5.0,), target_lams=(1.0,), target_weights=(0.0,), pop_weight=0.1)
+    kw = dict(lams=(5.0,), target_lams=(1.0,), target_weights=(0.0,), pop_weight=0.1)
+    trained = methods.run("item_map", ds, source="source", target="target", **kw)
     assert trained.config == config
     # float64 reference from dense matrices over the overlapping users
     xs = np.zeros((ds.n_users, ds.n_items("source")))
@@ -102,13 +103,57 @@ def test_item_map_equals_numpy_ridge(tiny):
     np.testing.assert_allclose(got, prior, rtol=1e-6)
 
 
-def test_item_map_selects_lambda_on_valid(tiny):
-    trained = methods.run("item_map", tiny, source="source", target="target", lams=(0.1, 10.0, 1e4))
-    assert [r["lam"] for r in trained.history] == [0.1, 10.0, 1e4]
-    best = max(trained.history, key=lambda r: r["valid_NDCG@10"])
-    assert trained.config.lams == (best["lam"],) and trained.params["lam"] == best["lam"]
+def _dense_rows(ds, domain):
+    x = np.zeros((ds.n_users, ds.n_items(domain)))
+    inter = ds.interactions(domain)
+    x[inter.users, inter.items] = 1.0
+    return x
+
+
+def test_item_map_target_propagation_equals_numpy(tiny):
+    """W' = W (I + γ B_t), B_t the EASE model of the target (float64 reference)."""
+    ds = tiny
+    kw = dict(lams=(5.0,), target_lams=(3.0,), target_weights=(2.0,), pop_weight=0.1)
+    trained = methods.run("item_map", ds, source="source", target="target", **kw)
+    assert trained.params["target_weight"] == 2.0 and trained.params["target_lam"] == 3.0
+    xs, xt = _dense_rows(ds, "source"), _dense_rows(ds, "target")
+    counts = xs.sum(0)
+    scale = np.where(counts > 0, np.maximum(counts, 1.0) ** -0.5, 0.0)
+    overlap = (xs.sum(1) > 0) & (xt.sum(1) > 0)
+    a = xs[overlap] * scale
+    w = np.linalg.solve(a.T @ a + 5.0 * np.eye(a.shape[1]), a.T @ xt[overlap])
+    p = np.linalg.inv(xt.T @ xt + 3.0 * np.eye(xt.shape[1]))
+    b = -p / np.diag(p)[None, :]
+    np.fill_diagonal(b, 0.0)
+    # EASE: each item regressed on the others; the zero-diagonal solution satisfies the normal equations off-diagonal
+    resid = xt.T @ xt @ (np.eye(len(b)) - b) + 3.0 * (-b)
+    np.testing.assert_allclose(resid - np.diag(np.diag(resid)), 0.0, atol=1e-8)
+    np.testing.assert_allclose(np.asarray(trained.params["W"]), w + 2.0 * w @ b, rtol=5e-3, atol=5e-5)
+
+
+def test_item_map_selects_on_valid(tiny):
+    kw = dict(lams=(0.1, 10.0, 1e4), target_lams=(1.0, 30.0), target_weights=(0.0, 1.0, 10.0))
+    trained = methods.run("item_map", tiny, source="source", target="target", **kw)
+    rows = trained.history
+    # λ rows (no propagation), then (λ_t, γ) rows for the chosen λ
+    assert [r["lam"] for r in rows[:3]] == [0.1, 10.0, 1e4] and all(r["target_weight"] == 0.0 for r in rows[:3])
+    lam = max(rows[:3], key=lambda r: r["valid_NDCG@10"])["lam"]
+    assert [(r["target_lam"], r["target_weight"]) for r in rows[3:]] == [
+        (1.0, 1.0),
+        (1.0, 10.0),
+        (30.0, 1.0),
+        (30.0, 10.0),
+    ]
+    assert all(r["lam"] == lam for r in rows[3:])
+    for r in rows:
+        assert r["valid_NDCG@10"] == pytest.approx((r["valid_full_NDCG@10"] + r["valid_sampled_NDCG@10"]) / 2)
+    best = max(rows, key=lambda r: r["valid_NDCG@10"])
+    assert trained.params["lam"] == lam and trained.params["target_weight"] == best["target_weight"]
+    assert trained.config.lams == (lam,) and trained.config.target_weights == (best["target_weight"],)
     with pytest.raises(ValueError, match="lams"):
         methods.ItemMapConfig(lams=(0.0,))
+    with pytest.raises(ValueError, match="target_weights"):
+        methods.ItemMapConfig(target_weights=(-1.0,))
 
 
 def test_registry_holds_every_recipe_of_the_issue():
