@@ -100,6 +100,8 @@ class EMCDRConfig:
       patience: the mapping stops after this many epochs without a better valid cold-user NDCG@10.
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      parallel: data parallelism of the embedding training steps (``"none"``, ``"pmap"``, ``"mesh"``; see
+        :class:`jaxrec.methods.EmbeddingConfig`). The small mapping network always trains on one device.
     """
 
     dim: int = 64
@@ -116,8 +118,10 @@ class EMCDRConfig:
     patience: int = 5
     seed: int = 0
     progress: bool = True
+    parallel: str = "none"
 
     def __post_init__(self):
+        methods.check_parallel(self)
         _check_positive(
             self, ("dim", "epochs", "batch_size", "n_negatives", "map_epochs", "map_batch_size", "patience")
         )
@@ -149,7 +153,7 @@ class PTUPCDRConfig:
       meta_negatives: uniform unseen negatives per target positive in meta training.
       meta_learning_rate: Adam learning rate of the meta network.
       patience: meta training stops after this many epochs without a better valid cold-user NDCG@10.
-      seed, progress: as in :class:`EMCDRConfig`.
+      seed, progress, parallel: as in :class:`EMCDRConfig`.
     """
 
     dim: int = 64
@@ -170,8 +174,10 @@ class PTUPCDRConfig:
     patience: int = 3
     seed: int = 0
     progress: bool = True
+    parallel: str = "none"
 
     def __post_init__(self):
+        methods.check_parallel(self)
         _check_positive(
             self,
             (
@@ -216,7 +222,7 @@ class FinetuneConfig:
       learning_rate: Adam learning rate of phase 1.
       finetune_learning_rate: Adam learning rate of phase 2.
       patience: phase 2 stops after this many epochs without a better valid cold-user NDCG@10.
-      seed, progress: as in :class:`EMCDRConfig`.
+      seed, progress, parallel: as in :class:`EMCDRConfig`.
     """
 
     dim: int = 64
@@ -232,8 +238,10 @@ class FinetuneConfig:
     patience: int = 3
     seed: int = 0
     progress: bool = True
+    parallel: str = "none"
 
     def __post_init__(self):
+        methods.check_parallel(self)
         _check_positive(self, ("dim", "pretrain_epochs", "epochs", "batch_size", "n_negatives", "patience"))
         _check_rates(self, ("learning_rate", "finetune_learning_rate"))
         if self.l2 < 0:
@@ -272,6 +280,7 @@ def _pretrain(ds: CrossDomainDataset, domain: str, config) -> tuple[np.ndarray, 
         l2=config.l2,
         seed=config.seed,
         progress=config.progress,
+        parallel=config.parallel,
     )
     model, params, history = methods._fit_embedding(view, (domain,), source=domain, target=domain, config=emb)
     users = model.apply({"params": params}, jnp.arange(ds.n_users), 0, method=methods.SharedEmbeddingModel.user_vectors)

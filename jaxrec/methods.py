@@ -69,6 +69,12 @@ class EmbeddingConfig:
       patience: early stopping after this many epochs without a better validation NDCG@10 (cold users).
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      parallel: data parallelism of the train step — ``"none"``, ``"mesh"`` (``jit`` over a 1-D mesh of all
+        devices: the global batch is split, the loss is the single-device loss, and the model equals
+        single-device training up to float rounding) or ``"pmap"`` (every local device; the losses are masked
+        means per device averaged over devices, and alignment terms see each device's shard, so a padded last
+        batch weighs differently: a close model, not the same). The batch size must divide by the device
+        count. See :func:`jaxrec.train.make_train_step`.
       auxiliary: further domains trained jointly with ``source`` and ``target`` (shared users, one item table
         and BPR term each; ``("all",)``: every domain of the dataset) — the multi-domain setting with N > 2
         domains. The alignment term stays between ``source`` and ``target``. Recipes ``cmf``, ``mmd``,
@@ -88,6 +94,7 @@ class EmbeddingConfig:
     patience: int = 4
     seed: int = 0
     progress: bool = True
+    parallel: str = "none"
     auxiliary: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -100,6 +107,7 @@ class EmbeddingConfig:
         if self.learning_rate <= 0 or self.l2 < 0 or self.lam < 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, l2={self.l2} and lam={self.lam} >= 0")
         tr.resolve_discrepancy(self.discrepancy)
+        check_parallel(self)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -289,11 +297,22 @@ def _valid_evaluator(
     return evaluate
 
 
+PARALLEL = ("none", "pmap", "mesh")
+
+
+def check_parallel(config) -> None:
+    """Raises ValueError naming the config class when ``config.parallel`` is not one of :data:`PARALLEL`."""
+    if config.parallel not in PARALLEL:
+        raise ValueError(f"{type(config).__name__}.parallel={config.parallel!r}; expected one of {', '.join(PARALLEL)}")
+
+
 def _train_config(
     config, *, steps_per_epoch: int, early_stopping: bool, epochs: int | None = None, learning_rate: float | None = None
 ) -> tr.TrainConfig:
-    """``train.TrainConfig`` of a recipe: Adam, 4 log records per epoch, early stopping on valid NDCG@10."""
+    """``train.TrainConfig`` of a recipe: Adam, 4 log records per epoch, early stopping on valid NDCG@10, the
+    recipe's data parallelism."""
     return tr.TrainConfig(
+        parallel=config.parallel,
         epochs=config.epochs if epochs is None else epochs,
         seed=config.seed,
         progress=config.progress,

@@ -121,6 +121,8 @@ class JointConfig:
       patience: early stopping after this many epochs without a better cold-user valid NDCG@10.
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      parallel: data parallelism of the train step (``"none"``, ``"pmap"``, ``"mesh"``; see
+        :class:`jaxrec.methods.EmbeddingConfig`).
     """
 
     dim: int = 64
@@ -132,8 +134,10 @@ class JointConfig:
     patience: int = 4
     seed: int = 0
     progress: bool = True
+    parallel: str = "none"
 
     def __post_init__(self):
+        methods.check_parallel(self)
         owner = type(self).__name__
         for name in ("dim", "epochs", "batch_size", "n_negatives", "patience"):
             value = getattr(self, name)
