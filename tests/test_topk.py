@@ -218,6 +218,36 @@ def test_float_key_roundtrip_and_order():
     np.testing.assert_array_equal(np.asarray(_key2f(jnp.asarray(key))), np.asarray(f))
 
 
+@pytest.mark.parametrize("absorb_every", [1, 2, 3, 100])
+def test_bucket_stored_merge_groups_are_exact(data, absorb_every):
+    """Stats of several merge groups stored and merged by one top_k (15 chunks of 64 → 3 groups of 4, 3 chunks
+    left and a partial tail): every grouping, with and without a leftover group, gives the reference."""
+    q, x = data
+    rng = np.random.default_rng(3)
+    ex = _exclusions(rng, Q, 5, N)
+    ref = ref_topk(ref_scores(q, x), K, ex)
+    got = _similarity_topk(
+        jnp.asarray(q),
+        jnp.asarray(x),
+        jnp.asarray(ex),
+        k=K,
+        metric="dot",
+        method="bucket",
+        repair_buckets=None,
+        checked=False,
+        absorb_every=absorb_every,
+        **_CFG,
+    )
+    assert_exact(got, ref)
+
+
+def test_absorb_every_heuristic():
+    # ~2048 bucket bests per merge, stored stats within Q·N/32 floats
+    assert topk._absorb_every(256, 100_000, 4, 64, 256) == 6  # target 8, memory cap 6
+    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256) == 4
+    assert topk._absorb_every(16, 1000, 4, 16, 16) == 1  # tiny: the memory cap wins
+
+
 def test_bucket_fast_path_with_repairs_is_exact_without_fallback():
     # Clustered catalogue: each run of 4 consecutive ids is near-identical, so buckets hold several of the top-k
     # and must be repaired. checked=False returns the fast path's answer even where it would fall back.
