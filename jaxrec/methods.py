@@ -553,9 +553,12 @@ def train_item_map(
         factor = jax.scipy.linalg.cho_factor(gram + lam * eye)
         return jax.scipy.linalg.cho_solve(factor, cross)
 
+    @functools.cache
+    def target_gram():  # X_tᵀX_t over every target user, built once and only when propagation is used
+        return _pair_products(ds, ds.users_with(target, "train"), target, target, np.ones(n_t, np.float32))
+
     def target_ease(lam_t):
-        users = ds.users_with(target, "train")
-        return _ease(_pair_products(ds, users, target, target, np.ones(n_t, np.float32)), jnp.float32(lam_t))
+        return _ease(target_gram(), jnp.float32(lam_t))
 
     valid_users = ds.cold_users(source, target, "valid") if "valid" in ds.splits(target) else np.zeros(0, np.int64)
     valid_users = valid_users.astype(np.int32)
