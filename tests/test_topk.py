@@ -241,6 +241,17 @@ def test_bucket_stored_merge_groups_are_exact(data, absorb_every):
     assert_exact(got, ref)
 
 
+def test_kth_of_sorted_rows_with_holes():
+    rng = np.random.default_rng(4)
+    v = -np.sort(-rng.normal(size=(50, 30)).astype(np.float32), axis=1)
+    v[rng.random(v.shape) < 0.3] = -np.inf  # dropped entries anywhere; the rest stay in descending order
+    v[0] = -np.inf  # a row with nothing left
+    for k in (1, 5, 12, 30):
+        got = np.asarray(jax.jit(topk._kth_of_sorted, static_argnums=1)(jnp.asarray(v), k))
+        want = -np.sort(-v, axis=1)[:, k - 1]
+        np.testing.assert_array_equal(got, want)
+
+
 def test_absorb_every_heuristic():
     # ~2048 bucket bests per merge, stored stats within Q·N/32 floats
     assert topk._absorb_every(256, 100_000, 4, 64, 256) == 6  # target 8, memory cap 6
