@@ -21,8 +21,10 @@ Kernels of :func:`similarity_topk` (all exact; ``method="auto"`` picks one from 
   Extra memory ``O(Qb·(K + C))``; selection work ``O(N)`` per query.
 * ``"bucket"`` — the CPU-fast kernel. Pass 1 streams item chunks and keeps, per *bucket* of ``B`` consecutive
   items, only its best score, that item's offset and an upper bound on the bucket's second-best score (one
-  fused, vectorised pass over the in-cache chunk: no gathers). Every ``merge_chunks`` chunks (unrolled) the
-  bucket bests are merged into a running top-``K`` of buckets (``K = k + m``). The answer is read from the ``K``
+  fused, vectorised pass over the in-cache chunk: no gathers). The summaries of ``merge_chunks`` chunks
+  (unrolled) form a group; the summaries of several groups (about 2048 bucket bests per query, at most
+  ``Q·N/32`` floats) are stored and then merged with one ``lax.top_k`` into a running top-``K`` of buckets
+  (``K = k + m``): XLA:CPU's TopK costs far more per element on short rows at large k. The answer is read from the ``K``
   bucket bests; the few buckets whose second-best could still reach the top-``k`` are rescored item by item (at
   most ``repair_buckets`` per query block, 8 per query); equal scores inside the top-``k`` are put in id order.
   A block that needs more repairs, or has a tie across the ``k``-th place, is recomputed by ``"scan"``
