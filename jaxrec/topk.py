@@ -23,7 +23,7 @@ Kernels of :func:`similarity_topk` (all exact; ``method="auto"`` picks one from 
   items, only its best score, that item's offset and an upper bound on the bucket's second-best score (one
   fused, vectorised pass over the in-cache chunk: no gathers). The summaries of ``merge_chunks`` chunks
   (unrolled) form a group; the summaries of several groups (about 2048 bucket bests per query, at most
-  ``Q·N/32`` floats) are stored and then merged with one ``lax.top_k`` into a running top-``K`` of buckets
+  ``Q·N/64`` floats) are stored and then merged with one ``lax.top_k`` into a running top-``K`` of buckets
   (``K = k + m``): XLA:CPU's TopK costs far more per element on short rows at large k. The answer is read from the ``K``
   bucket bests; the few buckets whose second-best could still reach the top-``k`` are rescored item by item (at
   most ``repair_buckets`` per query block, 8 per query); equal scores inside the top-``k`` are put in id order.
@@ -562,7 +562,7 @@ def _merge_chunks(nq: int, n: int, chunk: int, qb: int) -> int:
 
 def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int) -> int:
     """Merge groups whose bucket bests are stored and then merged by one ``top_k``: about ``_ABSORB_TARGET``
-    bests per query per merge, with the stored complex64 stats ``[every·merge·per_chunk, Qb]`` ≤ ``Q·N / 32`` floats.
+    bests per query per merge, with the stored complex64 stats ``[every·merge·per_chunk, Qb]`` ≤ ``Q·N / 64`` floats.
 
     XLA:CPU's TopK costs much more per element on short rows at large k (29 ns at 1.1k elements, 9.5 ns at 6k,
     k=100), so fewer, longer merges cut the selection time (Q=256, N=100k, d=64: 3.2–4.8× → 2.2–3.6× the GEMM
@@ -570,7 +570,7 @@ def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int) -> int:
     """
     group = merge * per_chunk
     target = -(-_ABSORB_TARGET // group)
-    budget = (nq * n) // (32 * 2 * group * qb)
+    budget = (nq * n) // (64 * 2 * group * qb)
     return max(1, min(target, budget))
 
 

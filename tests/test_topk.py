@@ -253,8 +253,8 @@ def test_kth_of_sorted_rows_with_holes():
 
 
 def test_absorb_every_heuristic():
-    # ~2048 bucket bests per merge, stored stats within Q·N/32 floats
-    assert topk._absorb_every(256, 100_000, 4, 64, 256) == 6  # target 8, memory cap 6
+    # ~2048 bucket bests per merge, stored stats within Q·N/64 floats
+    assert topk._absorb_every(256, 100_000, 4, 64, 256) == 3  # target 8, memory cap 3
     assert topk._absorb_every(1024, 1_000_000, 16, 32, 256) == 4
     assert topk._absorb_every(16, 1000, 4, 16, 16) == 1  # tiny: the memory cap wins
 
