@@ -22,11 +22,12 @@ Kernels of :func:`similarity_topk` (all exact; ``method="auto"`` picks one from 
 * ``"bucket"`` — the CPU-fast kernel. Pass 1 streams item chunks and keeps, per *bucket* of ``B`` consecutive
   items, only its best score, that item's offset and an upper bound on the bucket's second-best score (one
   fused, vectorised pass over the in-cache chunk: no gathers). The summaries of ``merge_chunks`` chunks
-  (unrolled) form a group; the summaries of several groups (about 2048 bucket bests per query, at most
-  ``Q·N/64`` floats) are stored and then merged with one ``lax.top_k`` into a running top-``K`` of buckets
-  (``K = k + m``): XLA:CPU's TopK costs far more per element on short rows at large k. The answer is read from the ``K``
-  bucket bests; the few buckets whose second-best could still reach the top-``k`` are rescored item by item (at
-  most ``repair_buckets`` per query block, 8 per query); equal scores inside the top-``k`` are put in id order.
+  (unrolled) form a group, merged with one ``lax.top_k`` into a running top-``K`` of buckets (``K = k + m``);
+  for ``K > 32`` the summaries of several groups (about 2048 bucket bests per query, at most ``Q·N/64`` floats)
+  are stored and merged at once: XLA:CPU's TopK costs far more per element on short rows at large k. The
+  answer is read from the ``K`` bucket bests; the few buckets whose second-best could still reach the top-``k``
+  are rescored item by item (at most ``repair_buckets`` per query block, 8 per query); equal scores inside the
+  top-``k`` are put in id order.
   A block that needs more repairs, or has a tie across the ``k``-th place, is recomputed by ``"scan"``
   (``lax.cond``), so the result is always exact. Extra memory ``O(Qb·(K + merge_chunks·C))``; selection work
   ``O(N/B)`` per query.
@@ -87,6 +88,7 @@ _TIE_PASSES = 4  # odd-even passes ordering equal scores by id in the bucket ker
 _REPAIR_PER_QUERY = 8  # buckets rescored per query at most (the block's shared capacity is ``repair_buckets``)
 _SIGN_FLIP = np.int32(0x7FFFFFFF)
 _ABSORB_TARGET = 2048  # bucket bests per query merged by one top_k (see _absorb_every)
+_ABSORB_MIN_K = 32  # at k + m up to this, every group is merged at once
 _FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -345,7 +347,8 @@ def _bucket_stats(s: jax.Array, bucket: int) -> jax.Array:
 
     Returns complex64 ``[C / bucket, Qb]``: the real part is the bucket's best score (ties: lowest offset); the
     imaginary part is a float ``>=`` the bucket's second-best score whose low ``log2(bucket)`` key bits hold the
-    best item's offset. One output keeps XLA from recomputing the chain per output.
+    best item's offset. One output keeps XLA from recomputing the chain per output. ``-0.0`` in ``s`` is allowed
+    (the outputs are ``+0.0`` then; ``lax.top_k`` would order ``-0 < +0``).
     """
     c, qb = s.shape
     s3 = s.reshape(c // bucket, bucket, qb)
@@ -358,8 +361,8 @@ def _bucket_stats(s: jax.Array, bucket: int) -> jax.Array:
         off = jnp.where(v > best, j, off)
         best = jnp.maximum(best, v)
     bits = bucket.bit_length() - 1
-    packed = _key2f((((_f2key(second) >> bits) + 1) << bits) | off)
-    return lax.complex(best, packed)
+    packed = _key2f((((_f2key(_plus_zero(second)) >> bits) + 1) << bits) | off)
+    return lax.complex(_plus_zero(best), packed)
 
 
 def _kth_of_sorted(v: jax.Array, k: int) -> jax.Array:
@@ -409,7 +412,9 @@ def _bucket_block(
     per_chunk = chunk // bucket
 
     def stats(xc, bc):
-        s = _dot_xq(xc, q)
+        # No _plus_zero pass over the scores (a whole extra read and write of each chunk): _bucket_stats applies
+        # it to the summaries, and its comparisons already treat -0 and +0 as equal.
+        s = lax.dot_general(xc, q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
         if bc is not None:
             s = s + bc[:, None]
         return _bucket_stats(s, bucket)
@@ -501,21 +506,17 @@ def _bucket_block(
         ev = jnp.full((qb, per_query, bucket), _NEG_INF, jnp.float32).at[owner, r].set(s, mode="drop")
         ei = jnp.full((qb, per_query, bucket), -1, jnp.int32).at[owner, r].set(rids, mode="drop")
         taken = jnp.zeros((qb, kk), bool).at[owner, slot].max(on & (r < per_query))
-        return (
-            jnp.concatenate([jnp.where(taken, _NEG_INF, cand), ev.reshape(qb, -1)], 1),
-            jnp.concatenate([ids, ei.reshape(qb, -1)], 1),
-        )
+        allv = jnp.concatenate([jnp.where(taken, _NEG_INF, cand), ev.reshape(qb, -1)], 1)
+        v, pos = lax.top_k(allv, k + 1)
+        return v, jnp.take_along_axis(jnp.concatenate([ids, ei.reshape(qb, -1)], 1), pos, axis=1)
 
     def without_repair(_):
-        pad = (qb, per_query * bucket)
-        return (
-            jnp.concatenate([cand, jnp.full(pad, _NEG_INF, jnp.float32)], 1),
-            jnp.concatenate([ids, jnp.full(pad, -1, jnp.int32)], 1),
-        )
+        v, pos = lax.top_k(jnp.concatenate([cand, jnp.full((qb, 1), _NEG_INF, jnp.float32)], 1), k + 1)
+        return v, jnp.take_along_axis(jnp.concatenate([ids, jnp.full((qb, 1), -1, jnp.int32)], 1), pos, axis=1)
 
-    allv, alli = lax.cond(n_need > 0, with_repair, without_repair, None)
-    v, pos = lax.top_k(allv, k + 1)
-    i = jnp.take_along_axis(alli, pos, axis=1)
+    # The final top_k runs inside each branch: applied to the output of a cond, XLA:CPU lowers it to a full
+    # stable sort (~100 ns per element: 7 ms per query block of 256 at k = 10) instead of its TopK routine.
+    v, i = lax.cond(n_need > 0, with_repair, without_repair, None)
     # Equal scores inside the top-k: the candidates are not in id order, so order each run of equal scores by id.
     # A tie across the k-th / (k+1)-th place (or a run too long to order here) defers the block to "scan".
     boundary_tie = (v[:, k - 1] == v[:, k]) & (v[:, k] > _NEG_INF)
@@ -560,14 +561,18 @@ def _merge_chunks(nq: int, n: int, chunk: int, qb: int) -> int:
     return merge
 
 
-def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int) -> int:
+def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int, kk: int) -> int:
     """Merge groups whose bucket bests are stored and then merged by one ``top_k``: about ``_ABSORB_TARGET``
-    bests per query per merge, with the stored complex64 stats ``[every·merge·per_chunk, Qb]`` ≤ ``Q·N / 64`` floats.
+    bests per query per merge, with the stored complex64 stats ``[every·merge·per_chunk, Qb]`` ≤ ``Q·N / 64`` floats;
+    1 (merge every group) when ``kk <= _ABSORB_MIN_K``.
 
     XLA:CPU's TopK costs much more per element on short rows at large k (29 ns at 1.1k elements, 9.5 ns at 6k,
-    k=100), so fewer, longer merges cut the selection time (Q=256, N=100k, d=64: 3.2–4.8× → 2.2–3.6× the GEMM
-    floor, same results).
+    k=100), so at k = 100 fewer, longer merges cut the selection time (Q=256, N=100k, d=64: 96 → 82 ms; Q=4096,
+    N=200k: 1.83 → 1.63 s). At k = 10 TopK is cheap and storing groups costs more than it saves (the stored stats
+    go through a loop's in-place update, which XLA:CPU runs on one thread): 59 → 44 ms at Q=256, N=100k.
     """
+    if kk <= _ABSORB_MIN_K:
+        return 1
     group = merge * per_chunk
     target = -(-_ABSORB_TARGET // group)
     budget = (nq * n) // (64 * 2 * group * qb)
@@ -650,7 +655,7 @@ def _similarity_topk(
     every = 1
     if method == "bucket":
         every = absorb_every or _absorb_every(
-            queries.shape[0], n, merge, chunk // bucket, min(query_block, queries.shape[0])
+            queries.shape[0], n, merge, chunk // bucket, min(query_block, queries.shape[0]), k + m
         )
 
     def scan_fn(qb, ex):

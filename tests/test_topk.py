@@ -254,9 +254,38 @@ def test_kth_of_sorted_rows_with_holes():
 
 def test_absorb_every_heuristic():
     # ~2048 bucket bests per merge, stored stats within Q·N/64 floats
-    assert topk._absorb_every(256, 100_000, 4, 64, 256) == 3  # target 8, memory cap 3
-    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256) == 4
-    assert topk._absorb_every(16, 1000, 4, 16, 16) == 1  # tiny: the memory cap wins
+    assert topk._absorb_every(256, 100_000, 4, 64, 256, 100) == 3  # target 8, memory cap 3
+    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 100) == 4
+    assert topk._absorb_every(16, 1000, 4, 16, 16, 100) == 1  # tiny: the memory cap wins
+    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 10) == 1  # small k: every group merged at once
+    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 33) == 4
+
+
+def test_bucket_fast_path_negative_zero_scores_are_zero_and_tie_by_id():
+    # q = -1 against zero items gives -0.0 scores; the bucket summaries must report +0.0 (lax.top_k orders
+    # -0 < +0) and equal scores must come in id order, on the fast path (checked=False), not via the fallback.
+    n = 4096
+    rng = np.random.default_rng(11)
+    x = (1.0 + rng.permutation(n) / n).astype(np.float32)[:, None]
+    zeros = np.array([3000, 70, 1500])  # one per bucket, out of id order in the catalogue
+    x[zeros] = 0.0
+    q = np.array([[-1.0], [1.0]], np.float32)
+    v, i = _similarity_topk(
+        jnp.asarray(q),
+        jnp.asarray(x),
+        None,
+        k=5,
+        metric="dot",
+        method="bucket",
+        repair_buckets=None,
+        checked=False,
+        **_CFG,
+    )
+    v, i = np.asarray(v), np.asarray(i)
+    np.testing.assert_array_equal(i[0, :3], np.sort(zeros))
+    assert np.all(v[0, :3] == 0.0) and not np.any(np.signbit(v[0, :3]))
+    ref = ref_topk(ref_scores(q, x), 5)
+    np.testing.assert_array_equal(i, ref[1])
 
 
 def test_bucket_fast_path_with_repairs_is_exact_without_fallback():
