@@ -12,7 +12,8 @@ then ``--reps`` interleaved rounds call every method once each. Every timed call
 flush (the numpy floor writes the Q×N matrix, which would otherwise evict the items for whichever method runs
 next) and measures its peak extra resident memory (``VmHWM`` after resetting it through
 ``/proc/self/clear_refs``, minus the resident size before the call; the largest over the rounds). A method
-whose first call took more than ``--slow-s`` seconds is timed in one round only (the table's ``runs`` column).
+whose first timed call (after compilation) took more than ``--slow-s`` seconds is timed in one round only (the
+table's ``runs`` column).
 Times are medians. Recall is ``|returned ∩ exact| / k`` against float32 ``argpartition`` of the floor's matrix.
 One JSON line per configuration goes to stdout (prefix ``JSON``), and a table at the end.
 
@@ -203,8 +204,8 @@ def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, s
         del ids
     for rnd in range(reps):  # interleaved timed rounds; peak memory is the largest over the rounds
         for name, fn in methods.items():
-            if rnd and res[name]["first_s"] > slow_s:
-                continue  # slow reference: one timed round
+            if rnd and res[name]["runs"][0] > slow_s:
+                continue  # slow method (its first timed call, without compilation): one timed round
             _flush_cache()
             dt, peak = _peak_extra(fn)
             r = res[name]
@@ -298,7 +299,7 @@ def main(argv=None) -> None:
         "--slow-s",
         type=float,
         default=5.0,
-        help="methods whose first call takes longer are timed in one round instead of --reps",
+        help="methods whose first timed call (after compilation) takes longer are timed in one round, not --reps",
     )
     ap.add_argument("--reps", type=int, default=None, help="timed rounds (default 3)")
     ap.add_argument(
