@@ -23,6 +23,12 @@ int64 index matrix fits), ``sklearn`` (``cosine_similarity`` + full ``argsort``:
 blocking), ``faiss`` (``IndexFlatIP.search``), ``jax_naive`` (``jit(lax.top_k(q @ x.T, k))``), ``jaxrec``
 (``similarity_topk``, method ``auto``), ``jaxrec_scan`` (``method="scan"``), ``jaxrec_approx``
 (``approx_similarity_topk``, recall_target 0.95; exact on CPU).
+
+On an accelerator (JAX's default backend is not the CPU; or ``--device-report`` on CPU) two more things are
+measured: ``device_floor`` (``jit(q @ x.T)`` on the device, the whole Q×N matrix: the device's own floor) and,
+once per run, the device's matrix-unit rate (a jitted 8192³ product in float32 at JAX's default precision and in
+bfloat16, median of 5). Every JAX method then gets ``tflops`` (2·Q·N·d / median time, the scoring work only) and
+``pct_matrix_rate`` (that over the float32 rate). numpy, sklearn and faiss stay on the host CPU.
 """
 
 from __future__ import annotations
@@ -134,7 +140,20 @@ def _recall(ids, ref) -> float:
     return float(np.sum(hits)) / ref.size
 
 
-def _methods(q, x, k, *, skip_slow: bool, floor_out):
+def _matmul_rate(dtype, size: int = 8192, reps: int = 5) -> float:
+    """Measured matrix-unit rate of the default JAX device: FLOP/s of a jitted ``size³`` product."""
+    a = jnp.ones((size, size), dtype)
+    f = jax.jit(lambda u, v: u @ v)
+    jax.block_until_ready(f(a, a))
+    times = []
+    for _ in range(reps):
+        t = time.perf_counter()
+        jax.block_until_ready(f(a, a))
+        times.append(time.perf_counter() - t)
+    return 2 * size**3 / float(np.median(times))
+
+
+def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False):
     import faiss
 
     n, d = x.shape
@@ -152,6 +171,9 @@ def _methods(q, x, k, *, skip_slow: bool, floor_out):
         "jaxrec_scan": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan"))[1],
         "jaxrec_approx": lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95))[1],
     }
+    if device_report:
+        product = jax.jit(lambda a, b: a @ b.T)
+        m["device_floor"] = lambda: jax.block_until_ready(product(qj, xj))[:0]
     skipped = []
     if skip_slow and q.shape[0] * n >= BLOCK_ELEMS:
         del m["sklearn"]
@@ -181,7 +203,18 @@ def _xla_temp_bytes(q, x, k) -> dict:
     return out
 
 
-def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, slow_s: float, seed: int = 0) -> dict:
+def run_config(
+    d: int,
+    k: int,
+    nq: int,
+    n: int,
+    *,
+    reps: int,
+    skip_slow: bool,
+    slow_s: float,
+    seed: int = 0,
+    matrix_rate: float | None = None,
+) -> dict:
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((nq, d), dtype=np.float32)
     x = rng.standard_normal((n, d), dtype=np.float32)
@@ -189,7 +222,7 @@ def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, s
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     floor_out = np.empty((nq, n), np.float32)
     ref = _exact_reference(q, x, k, floor_out)
-    methods, skipped = _methods(q, x, k, skip_slow=skip_slow, floor_out=floor_out)
+    methods, skipped = _methods(q, x, k, skip_slow=skip_slow, floor_out=floor_out, device_report=bool(matrix_rate))
     res: dict[str, dict] = {}
     for name, fn in methods.items():  # first call: compile (JAX), recall
         _flush_cache()
@@ -199,7 +232,7 @@ def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, s
             "first_s": time.perf_counter() - t,
             "peak_extra_bytes": None,
             "runs": [],
-            "recall": None if name == "floor" else _recall(ids, ref),
+            "recall": None if name in ("floor", "device_floor") else _recall(ids, ref),
         }
         del ids
     for rnd in range(reps):  # interleaved timed rounds; peak memory is the largest over the rounds
@@ -224,6 +257,9 @@ def run_config(d: int, k: int, nq: int, n: int, *, reps: int, skip_slow: bool, s
         r["compile_s"] = max(0.0, r["first_s"] - r["median_s"]) if name.startswith("jax") else None
         if r["peak_extra_bytes"] is not None:
             r["peak_extra_frac_qn"] = r["peak_extra_bytes"] / qn_bytes
+        if matrix_rate and name.startswith(("jax", "device")):
+            r["tflops"] = 2 * nq * n * d / r["median_s"] / 1e12
+            r["pct_matrix_rate"] = 100 * 2 * nq * n * d / r["median_s"] / matrix_rate
         if name in temp:
             r["xla_temp_bytes"] = temp[name]
             r["xla_temp_frac_qn"] = None if temp[name] is None else temp[name] / qn_bytes
@@ -257,12 +293,13 @@ def environment() -> dict:
 
 
 def table(results: list[dict]) -> str:
-    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "jax_naive", "jaxrec", "jaxrec_scan", "jaxrec_approx"]
+    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "device_floor", "jax_naive", "jaxrec", "jaxrec_scan"]
+    names.append("jaxrec_approx")
     head = (
         "| d | k | Q | N | method | median s | runs | × floor | × faiss | recall | compile s | peak extra MiB "
-        "| peak / QN | XLA temp / QN |"
+        "| peak / QN | XLA temp / QN | TFLOP/s | % matrix rate |"
     )
-    lines = [head, "|" + "---|" * 14]
+    lines = [head, "|" + "---|" * 16]
     for r in results:
         for name in names:
             m = r["methods"].get(name)
@@ -270,7 +307,7 @@ def table(results: list[dict]) -> str:
                 if name in r["skipped"]:
                     lines.append(
                         f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped (--skip-slow) "
-                        "| | | | | | | | |"
+                        "| | | | | | | | | | |"
                     )
                 continue
             peak = m.get("peak_extra_bytes")
@@ -278,11 +315,13 @@ def table(results: list[dict]) -> str:
             rec = "" if m["recall"] is None else f"{m['recall']:.4f}"
             comp = "" if m["compile_s"] is None else f"{m['compile_s']:.1f}"
             temp = m.get("xla_temp_frac_qn")
+            rate = "" if "tflops" not in m else f"{m['tflops']:.2f} | {m['pct_matrix_rate']:.1f}"
             lines.append(
                 f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | {m['median_s']:.3f} | "
                 f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {m['ratio_faiss']:.2f} | {rec} | {comp} | "
                 f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
-                f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} |"
+                f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} | "
+                f"{rate if rate else ' | '} |"
             )
     return "\n".join(lines)
 
@@ -303,6 +342,11 @@ def main(argv=None) -> None:
     )
     ap.add_argument("--reps", type=int, default=None, help="timed rounds (default 3)")
     ap.add_argument(
+        "--device-report",
+        action="store_true",
+        help="also the device's own floor and %% of its measured matrix rate (on by default off the CPU)",
+    )
+    ap.add_argument(
         "--only", type=str, default=None, help="comma-separated d:k:Q:N configurations to run instead of the preset"
     )
     args = ap.parse_args(argv)
@@ -311,11 +355,16 @@ def main(argv=None) -> None:
         configs = [tuple(int(v) for v in c.split(":")) for c in args.only.split(",")]
     reps = args.reps or 3
     env = environment()
+    matrix_rate = None
+    if args.device_report or jax.default_backend() != "cpu":
+        matrix_rate = _matmul_rate(jnp.float32)
+        env["matrix_rate_tflops"] = {"float32": matrix_rate / 1e12, "bfloat16": _matmul_rate(jnp.bfloat16) / 1e12}
+        env["default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
     print("JSON " + json.dumps({"environment": env}), flush=True)
     results = []
     t0 = time.time()
     for d, k, nq, n in configs:
-        r = run_config(d, k, nq, n, reps=reps, skip_slow=args.skip_slow, slow_s=args.slow_s)
+        r = run_config(d, k, nq, n, reps=reps, skip_slow=args.skip_slow, slow_s=args.slow_s, matrix_rate=matrix_rate)
         results.append(r)
         print("JSON " + json.dumps(r), flush=True)
     print(f"\ntotal {time.time() - t0:.0f} s, load average at end {os.getloadavg()}\n")
