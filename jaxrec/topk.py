@@ -206,8 +206,12 @@ def _dot_qx(q: jax.Array, x: jax.Array) -> jax.Array:
 
 
 def _dot_xq(x: jax.Array, q: jax.Array) -> jax.Array:
-    """``x [C, d]``, ``q [Qb, d]`` → float32 ``[C, Qb]`` (items-major: bucket reductions vectorise over Qb)."""
-    return _plus_zero(lax.dot_general(x, q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32))
+    """``x [C, d]``, ``q [Qb, d]`` → float32 ``[C, Qb]`` (items-major: bucket reductions vectorise over Qb).
+
+    May hold ``-0.0``: its one user, :func:`_bucket_stats`, clears the sign on its summaries, which is cheaper than
+    a separate pass over every score (XLA:CPU does not fuse that pass into the product).
+    """
+    return lax.dot_general(x, q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
 def similarity_scores(queries: jax.Array, items: jax.Array, *, metric: str = "dot") -> jax.Array:
@@ -412,9 +416,7 @@ def _bucket_block(
     per_chunk = chunk // bucket
 
     def stats(xc, bc):
-        # No _plus_zero pass over the scores (a whole extra read and write of each chunk): _bucket_stats applies
-        # it to the summaries, and its comparisons already treat -0 and +0 as equal.
-        s = lax.dot_general(xc, q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
+        s = _dot_xq(xc, q)  # may hold -0.0: _bucket_stats clears the sign on its summaries
         if bc is not None:
             s = s + bc[:, None]
         return _bucket_stats(s, bucket)
