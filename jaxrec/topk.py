@@ -569,9 +569,10 @@ def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int, kk: int)
     1 (merge every group) when ``kk <= _ABSORB_MIN_K``.
 
     XLA:CPU's TopK costs much more per element on short rows at large k (29 ns at 1.1k elements, 9.5 ns at 6k,
-    k=100), so at k = 100 fewer, longer merges cut the selection time (Q=256, N=100k, d=64: 96 → 82 ms; Q=4096,
-    N=200k: 1.83 → 1.63 s). At k = 10 TopK is cheap and storing groups costs more than it saves (the stored stats
-    go through a loop's in-place update, which XLA:CPU runs on one thread): 59 → 44 ms at Q=256, N=100k.
+    k=100), so at k = 100 fewer, longer merges cut the selection time (Q=256, N=100k, d=64: 109 ms merging every
+    group, 82 ms every 3). At k = 10 TopK is cheap and storing groups costs more than it saves (the stored stats
+    go through a loop's in-place update, which XLA:CPU runs on one thread): 46 ms merging every group, 59 ms every
+    4 (medians of 13 rounds in random order).
     """
     if kk <= _ABSORB_MIN_K:
         return 1
