@@ -601,11 +601,11 @@ def train_item_map(
     grid = [(lt, g) for lt in config.target_lams for g in config.target_weights if g > 0]
     ease = None
     if select and len(grid) + (0.0 in config.target_weights) > 1:
+        base = x_valid @ weights
         rows = [best] if "valid_NDCG@10" in best and 0.0 in config.target_weights else []
         if not rows and 0.0 in config.target_weights:
-            rows = [best | valid_score(x_valid @ weights)]
+            rows = [best | valid_score(base)]
             history_log.append(rows[0])
-        base = x_valid @ weights
         for lam_t in config.target_lams:
             b = target_ease(lam_t)
             for g in config.target_weights:
