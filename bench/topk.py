@@ -29,11 +29,18 @@ measured: ``device_floor`` (``jit(q @ x.T)`` on the device, the whole Q×N matri
 once per run, the device's matrix-unit rate (a jitted 8192³ product in float32 at JAX's default precision and in
 bfloat16, median of 5). Every JAX method then gets ``tflops`` (2·Q·N·d / median time, the scoring work only) and
 ``pct_matrix_rate`` (that over the float32 rate). numpy, sklearn and faiss stay on the host CPU.
+
+Device runs (``bench/device_check.sh``): ``--host floor`` keeps only the numpy floor among the host methods,
+``--variants METHOD:CHUNK:QBLOCK,...`` adds jaxrec settings side by side (e.g. larger chunks on a GPU),
+``--time-budget`` stops starting configurations after that many seconds and ``--jsonl`` appends every JSON line
+to a file. sklearn and faiss are optional: when one is not installed its rows say ``skipped`` and ``× faiss`` is
+empty.
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -140,48 +147,79 @@ def _recall(ids, ref) -> float:
     return float(np.sum(hits)) / ref.size
 
 
-def _matmul_rate(dtype, size: int = 8192, reps: int = 5) -> float:
-    """Measured matrix-unit rate of the default JAX device: FLOP/s of a jitted ``size³`` product."""
-    a = jnp.ones((size, size), dtype)
-    f = jax.jit(lambda u, v: u @ v)
-    jax.block_until_ready(f(a, a))
+def _matmul_rate(dtype, size: int = 8192, reps: int = 5, precision=None) -> float:
+    """Measured matrix-unit rate of the default JAX device: FLOP/s of a jitted ``size³`` product of random
+    (never constant: constant data can run faster) matrices, median of ``reps``."""
+    a = jax.random.normal(jax.random.key(0), (size, size), dtype)
+    b = jax.random.normal(jax.random.key(1), (size, size), dtype)
+    f = jax.jit(lambda u, v: jnp.matmul(u, v, precision=precision))
+    jax.block_until_ready(f(a, b))
     times = []
     for _ in range(reps):
         t = time.perf_counter()
-        jax.block_until_ready(f(a, a))
+        jax.block_until_ready(f(a, b))
         times.append(time.perf_counter() - t)
     return 2 * size**3 / float(np.median(times))
 
 
-def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False):
-    import faiss
+def _have(module: str) -> bool:
+    import importlib.util
 
+    return importlib.util.find_spec(module) is not None
+
+
+def parse_variants(spec: str | None) -> list[tuple[str, dict]]:
+    """``"bucket:16384:1024,scan::512"`` → ``[(name, similarity_topk kwargs)]`` (``method:chunk_size:query_block``,
+    an empty field keeps the default)."""
+    out = []
+    for item in filter(None, (spec or "").split(",")):
+        parts = item.split(":")
+        if len(parts) != 3 or parts[0] not in topk.METHODS:
+            raise SystemExit(f"--variants: {item!r} is not METHOD:CHUNK:QBLOCK with METHOD in {topk.METHODS}")
+        kw = {"method": parts[0]}
+        if parts[1]:
+            kw["chunk_size"] = int(parts[1])
+        if parts[2]:
+            kw["query_block"] = int(parts[2])
+        out.append((f"jaxrec[{parts[0]},c{parts[1] or '-'},qb{parts[2] or '-'}]", kw))
+    return out
+
+
+def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False, host="all", variants=()):
     n, d = x.shape
     qj, xj = jnp.asarray(q), jnp.asarray(x)
-    index = faiss.IndexFlatIP(d)
-    index.add(x)
     naive = jax.jit(lambda a, b: lax.top_k(a @ b.T, k))
-    m = {
-        "floor": lambda: np.matmul(q, x.T, out=floor_out)[:0],
-        "numpy_argpartition": lambda: _numpy_argpartition(q, x, k),
-        "sklearn": lambda: _sklearn(q, x, k),
-        "faiss": lambda: index.search(q, k)[1],
-        "jax_naive": lambda: jax.block_until_ready(naive(qj, xj))[1],
-        "jaxrec": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k))[1],
-        "jaxrec_scan": lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan"))[1],
-        "jaxrec_approx": lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95))[1],
-    }
+    m = {"floor": lambda: np.matmul(q, x.T, out=floor_out)[:0]}
+    skipped = []
+    if host == "all":
+        m["numpy_argpartition"] = lambda: _numpy_argpartition(q, x, k)
+        if not _have("sklearn"):
+            skipped.append("sklearn")
+        elif skip_slow and q.shape[0] * n >= BLOCK_ELEMS:
+            skipped.append("sklearn")
+        else:
+            m["sklearn"] = lambda: _sklearn(q, x, k)
+        if _have("faiss"):
+            import faiss
+
+            index = faiss.IndexFlatIP(d)
+            index.add(x)
+            m["faiss"] = lambda: index.search(q, k)[1]
+        else:
+            skipped.append("faiss")
     if device_report:
         product = jax.jit(lambda a, b: a @ b.T)
         m["device_floor"] = lambda: jax.block_until_ready(product(qj, xj))[:0]
-    skipped = []
-    if skip_slow and q.shape[0] * n >= BLOCK_ELEMS:
-        del m["sklearn"]
-        skipped.append("sklearn")
+    m["jax_naive"] = lambda: jax.block_until_ready(naive(qj, xj))[1]
+    m["jaxrec"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k))[1]
+    m["jaxrec_scan"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan"))[1]
+    m["jaxrec_approx"] = lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95))[1]
+    for name, kw in variants:
+        m[name] = functools.partial(lambda kw: jax.block_until_ready(topk.similarity_topk(qj, xj, k, **kw))[1], kw)
     return m, skipped
 
 
-def _xla_temp_bytes(q, x, k) -> dict:
+def _xla_temp_bytes(q, x, k, variants=()) -> dict:
     """XLA's own temp-buffer size of the compiled jaxrec kernels (no RSS noise)."""
     import inspect
 
@@ -194,8 +232,9 @@ def _xla_temp_bytes(q, x, k) -> dict:
         for name, p in inspect.signature(topk.similarity_topk).parameters.items()
         if p.kind is p.KEYWORD_ONLY and name not in ("metric", "exclude", "method")
     }
-    for name, method in (("jaxrec", "auto"), ("jaxrec_scan", "scan")):
-        c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", method=method, **defaults).compile()
+    settings = [("jaxrec", {"method": "auto"}), ("jaxrec_scan", {"method": "scan"}), *variants]
+    for name, kw in settings:
+        c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", **{**defaults, **kw}).compile()
         ma = c.memory_analysis()
         out[name] = None if ma is None else int(ma.temp_size_in_bytes)
     naive = jax.jit(lambda a, b: lax.top_k(a @ b.T, k)).lower(qj, xj).compile().memory_analysis()
@@ -214,6 +253,8 @@ def run_config(
     slow_s: float,
     seed: int = 0,
     matrix_rate: float | None = None,
+    host: str = "all",
+    variants: list[tuple[str, dict]] = (),
 ) -> dict:
     rng = np.random.default_rng(seed)
     q = rng.standard_normal((nq, d), dtype=np.float32)
@@ -222,7 +263,9 @@ def run_config(
     x /= np.linalg.norm(x, axis=1, keepdims=True)
     floor_out = np.empty((nq, n), np.float32)
     ref = _exact_reference(q, x, k, floor_out)
-    methods, skipped = _methods(q, x, k, skip_slow=skip_slow, floor_out=floor_out, device_report=bool(matrix_rate))
+    methods, skipped = _methods(
+        q, x, k, skip_slow=skip_slow, floor_out=floor_out, device_report=bool(matrix_rate), host=host, variants=variants
+    )
     res: dict[str, dict] = {}
     for name, fn in methods.items():  # first call: compile (JAX), recall
         _flush_cache()
@@ -245,15 +288,15 @@ def run_config(
             r["runs"].append(dt)
             if peak is not None:
                 r["peak_extra_bytes"] = max(peak, r["peak_extra_bytes"] or 0)
-    temp = _xla_temp_bytes(q, x, k)
+    temp = _xla_temp_bytes(q, x, k, variants)
     floor_t = float(np.median(res["floor"]["runs"]))
-    faiss_t = float(np.median(res["faiss"]["runs"]))
+    faiss_t = float(np.median(res["faiss"]["runs"])) if "faiss" in res else None
     qn_bytes = nq * n * 4
     res["floor"]["peak_extra_bytes"] = qn_bytes  # its output, preallocated outside the timing
     for name, r in res.items():
         r["median_s"] = float(np.median(r["runs"]))
         r["ratio_floor"] = r["median_s"] / floor_t
-        r["ratio_faiss"] = r["median_s"] / faiss_t
+        r["ratio_faiss"] = None if faiss_t is None else r["median_s"] / faiss_t
         r["compile_s"] = max(0.0, r["first_s"] - r["median_s"]) if name.startswith("jax") else None
         if r["peak_extra_bytes"] is not None:
             r["peak_extra_frac_qn"] = r["peak_extra_bytes"] / qn_bytes
@@ -266,24 +309,30 @@ def run_config(
     return {"d": d, "k": k, "Q": nq, "N": n, "reps": reps, "slow_s": slow_s, "skipped": skipped, "methods": res}
 
 
-def environment() -> dict:
-    import faiss
-    import sklearn
-    from threadpoolctl import threadpool_info
+def _version(module: str) -> str | None:
+    if not _have(module):
+        return None
+    return getattr(__import__(module), "__version__", "?")
 
-    blas = [
-        {key: i.get(key) for key in ("internal_api", "prefix", "version", "architecture", "num_threads")}
-        for i in threadpool_info()
-        if i.get("user_api") == "blas"
-    ]
+
+def environment() -> dict:
+    blas = []
+    if _have("threadpoolctl"):
+        from threadpoolctl import threadpool_info
+
+        blas = [
+            {key: i.get(key) for key in ("internal_api", "prefix", "version", "architecture", "num_threads")}
+            for i in threadpool_info()
+            if i.get("user_api") == "blas"
+        ]
     return {
         "machine": platform.processor() or platform.machine(),
         "cpus": os.cpu_count(),
         "python": platform.python_version(),
         "numpy": np.__version__,
         "jax": jax.__version__,
-        "faiss": faiss.__version__,
-        "sklearn": sklearn.__version__,
+        "faiss": _version("faiss"),
+        "sklearn": _version("sklearn"),
         "devices": [str(d) for d in jax.devices()],
         "OPENBLAS_CORETYPE": os.environ.get("OPENBLAS_CORETYPE"),
         "XLA_FLAGS": os.environ.get("XLA_FLAGS"),
@@ -292,9 +341,15 @@ def environment() -> dict:
     }
 
 
+def _f2(v: float | None) -> str:
+    return "" if v is None else f"{v:.2f}"
+
+
 def table(results: list[dict]) -> str:
     names = ["floor", "numpy_argpartition", "sklearn", "faiss", "device_floor", "jax_naive", "jaxrec", "jaxrec_scan"]
     names.append("jaxrec_approx")
+    for r in results:
+        names += [name for name in r["methods"] if name not in names]
     head = (
         "| d | k | Q | N | method | median s | runs | × floor | × faiss | recall | compile s | peak extra MiB "
         "| peak / QN | XLA temp / QN | TFLOP/s | % matrix rate |"
@@ -306,8 +361,7 @@ def table(results: list[dict]) -> str:
             if m is None:
                 if name in r["skipped"]:
                     lines.append(
-                        f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped (--skip-slow) "
-                        "| | | | | | | | | | |"
+                        f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped | | | | | | | | | | |"
                     )
                 continue
             peak = m.get("peak_extra_bytes")
@@ -318,7 +372,7 @@ def table(results: list[dict]) -> str:
             rate = "" if "tflops" not in m else f"{m['tflops']:.2f} | {m['pct_matrix_rate']:.1f}"
             lines.append(
                 f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | {m['median_s']:.3f} | "
-                f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {m['ratio_faiss']:.2f} | {rec} | {comp} | "
+                f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {_f2(m['ratio_faiss'])} | {rec} | {comp} | "
                 f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
                 f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} | "
                 f"{rate if rate else ' | '} |"
@@ -349,7 +403,25 @@ def main(argv=None) -> None:
     ap.add_argument(
         "--only", type=str, default=None, help="comma-separated d:k:Q:N configurations to run instead of the preset"
     )
+    ap.add_argument(
+        "--host",
+        choices=("all", "floor"),
+        default="all",
+        help="host-CPU methods: all (numpy, sklearn, faiss when installed) or only the numpy floor (device runs)",
+    )
+    ap.add_argument(
+        "--variants",
+        type=str,
+        default=None,
+        help="extra jaxrec settings, comma-separated METHOD:CHUNK:QBLOCK (empty field = default), "
+        "e.g. 'bucket:16384:1024,scan:65536:'",
+    )
+    ap.add_argument(
+        "--time-budget", type=float, default=None, help="start no new configuration after this many seconds"
+    )
+    ap.add_argument("--jsonl", type=str, default=None, help="also append the JSON lines to this file")
     args = ap.parse_args(argv)
+    variants = parse_variants(args.variants)
     configs = QUICK if args.quick else FULL
     if args.only:
         configs = [tuple(int(v) for v in c.split(":")) for c in args.only.split(",")]
@@ -358,15 +430,41 @@ def main(argv=None) -> None:
     matrix_rate = None
     if args.device_report or jax.default_backend() != "cpu":
         matrix_rate = _matmul_rate(jnp.float32)
-        env["matrix_rate_tflops"] = {"float32": matrix_rate / 1e12, "bfloat16": _matmul_rate(jnp.bfloat16) / 1e12}
+        env["matrix_rate_tflops"] = {
+            "float32": matrix_rate / 1e12,
+            "float32_highest": _matmul_rate(jnp.float32, precision=lax.Precision.HIGHEST) / 1e12,
+            "bfloat16": _matmul_rate(jnp.bfloat16) / 1e12,
+        }
         env["default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
-    print("JSON " + json.dumps({"environment": env}), flush=True)
+
+    def emit(obj: dict) -> None:
+        line = json.dumps(obj)
+        print("JSON " + line, flush=True)
+        if args.jsonl:
+            with open(args.jsonl, "a") as f:
+                f.write(line + "\n")
+
+    emit({"environment": env})
     results = []
     t0 = time.time()
     for d, k, nq, n in configs:
-        r = run_config(d, k, nq, n, reps=reps, skip_slow=args.skip_slow, slow_s=args.slow_s, matrix_rate=matrix_rate)
+        if args.time_budget is not None and time.time() - t0 > args.time_budget:
+            print(f"time budget of {args.time_budget:.0f} s spent: skipping d={d} k={k} Q={nq} N={n}", flush=True)
+            continue
+        r = run_config(
+            d,
+            k,
+            nq,
+            n,
+            reps=reps,
+            skip_slow=args.skip_slow,
+            slow_s=args.slow_s,
+            matrix_rate=matrix_rate,
+            host=args.host,
+            variants=variants,
+        )
         results.append(r)
-        print("JSON " + json.dumps(r), flush=True)
+        emit(r)
     print(f"\ntotal {time.time() - t0:.0f} s, load average at end {os.getloadavg()}\n")
     print(table(results))
 
