@@ -10,15 +10,19 @@
 #      order, under a time budget;
 #   5. bench/train_step.py --quick on the real devices.
 # Limits (seconds) can be overridden: T_TESTS, T_DEMO, T_TOPK, TOPK_BUDGET, T_TRAIN; also CONFIGS (d:k:Q:N,...),
-# VARIANTS (METHOD:CHUNK:QBLOCK,...), PY (the Python) and JAX_PLATFORMS (default cuda).
+# VARIANTS (METHOD:CHUNK:QBLOCK,...), PY (the Python), JAX_PLATFORMS (default cuda) and STEPS (the steps to run,
+# default "env tests demo topk train").
 set -u
 OUT=${OUT:-bench/out/device}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 PLATFORM=${JAX_PLATFORMS:-cuda}
+STEPS=" ${STEPS:-env tests demo topk train} "
 step() { echo; echo "=== $1 ($(date -u +%T))"; }
+want() { [[ $STEPS == *" $1 "* ]]; }
 
+if want env; then
 step environment
 (nvidia-smi --query-gpu=name,memory.total,clocks.sm,clocks.mem,driver_version --format=csv 2>&1 || true) |
   tee "$OUT/env.txt"
@@ -32,23 +36,34 @@ for m in ("jax", "jaxlib", "flax", "optax", "chex", "orbax.checkpoint", "numpy",
     except Exception as e:  # noqa: BLE001
         print(m, "unavailable:", type(e).__name__)
 EOF
+fi
 
-step "tests/test_topk.py on $PLATFORM"
-JAX_PLATFORMS=$PLATFORM timeout "${T_TESTS:-150}" $PY -m pytest tests/test_topk.py -q -p no:cacheprovider \
-  -k "not pmap_over_devices and not sharded_items and not errors_quote_shapes" 2>&1 | tee "$OUT/tests.log" | tail -15
+if want tests; then
+  step "tests/test_topk.py on $PLATFORM"
+  JAX_PLATFORMS=$PLATFORM timeout "${T_TESTS:-150}" $PY -m pytest tests/test_topk.py -q -p no:cacheprovider \
+    -k "not pmap_over_devices and not sharded_items and not errors_quote_shapes" 2>&1 | tee "$OUT/tests.log" |
+    tail -15
+fi
 
-step "jaxrec demo on $PLATFORM"
-JAX_PLATFORMS=$PLATFORM timeout "${T_DEMO:-60}" $PY -m jaxrec demo --no-progress 2>&1 | tee "$OUT/demo.log" | tail -25
+if want demo; then
+  step "jaxrec demo on $PLATFORM"
+  JAX_PLATFORMS=$PLATFORM timeout "${T_DEMO:-60}" $PY -m jaxrec demo --no-progress 2>&1 | tee "$OUT/demo.log" |
+    tail -25
+fi
 
-step "bench/topk.py on $PLATFORM"
-C=64:10:1024:1000000,128:100:4096:200000,64:100:256:100000,128:10:256:100000,64:100:1024:1000000
-C=$C,128:10:4096:200000,128:100:1024:1000000,64:10:4096:200000,64:10:256:100000,128:100:256:100000
-CONFIGS=${CONFIGS:-$C,128:10:1024:1000000,64:100:4096:200000}
-JAX_PLATFORMS=$PLATFORM timeout "${T_TOPK:-270}" $PY bench/topk.py --device-report --host floor --reps 5 \
-  --only "$CONFIGS" --variants "${VARIANTS:-bucket:16384:4096,bucket:65536:1024,scan:65536:1024}" \
-  --time-budget "${TOPK_BUDGET:-190}" --jsonl "$OUT/topk.jsonl" 2>&1 | grep -v '^JSON' | tee "$OUT/topk.log"
+if want topk; then
+  step "bench/topk.py on $PLATFORM"
+  C=64:10:1024:1000000,128:100:4096:200000,64:100:256:100000,128:10:256:100000,64:100:1024:1000000
+  C=$C,128:10:4096:200000,128:100:1024:1000000,64:10:4096:200000,64:10:256:100000,128:100:256:100000
+  CONFIGS=${CONFIGS:-$C,128:10:1024:1000000,64:100:4096:200000}
+  JAX_PLATFORMS=$PLATFORM timeout "${T_TOPK:-270}" $PY bench/topk.py --device-report --host floor --reps 5 \
+    --only "$CONFIGS" --variants "${VARIANTS-bucket:16384:4096}" --time-budget "${TOPK_BUDGET:-190}" \
+    --jsonl "$OUT/topk.jsonl" 2>&1 | grep -v '^JSON' | tee "$OUT/topk.log"
+fi
 
-step "bench/train_step.py --quick on $PLATFORM"
-JAX_PLATFORMS=$PLATFORM timeout "${T_TRAIN:-40}" $PY bench/train_step.py --quick 2>&1 | tee "$OUT/train_step.log" |
-  tail -12
+if want train; then
+  step "bench/train_step.py --quick on $PLATFORM"
+  JAX_PLATFORMS=$PLATFORM timeout "${T_TRAIN:-40}" $PY bench/train_step.py --quick 2>&1 |
+    tee "$OUT/train_step.log" | tail -12
+fi
 step done

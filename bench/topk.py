@@ -26,9 +26,12 @@ blocking), ``faiss`` (``IndexFlatIP.search``), ``jax_naive`` (``jit(lax.top_k(q 
 
 On an accelerator (JAX's default backend is not the CPU; or ``--device-report`` on CPU) two more things are
 measured: ``device_floor`` (``jit(q @ x.T)`` on the device, the whole Q×N matrix: the device's own floor) and,
-once per run, the device's matrix-unit rate (a jitted 8192³ product in float32 at JAX's default precision and in
-bfloat16, median of 5). Every JAX method then gets ``tflops`` (2·Q·N·d / median time, the scoring work only) and
-``pct_matrix_rate`` (that over the float32 rate). numpy, sklearn and faiss stay on the host CPU.
+once per run, the device's matrix-unit rate (a jitted 8192³ product of random matrices in float32 at JAX's default
+precision and at ``HIGHEST``, and in bfloat16, median of 5). Every JAX method then gets ``tflops`` (2·Q·N·d /
+median time, the scoring work only) and ``pct_matrix_rate`` (that over the float32 rate at the run's precision).
+numpy, sklearn and faiss stay on the host CPU. ``--precision`` (default ``highest``: full float32 products, as
+``similarity_topk`` does by default) applies to every JAX method; ``--precision default`` leaves JAX's own
+(TF32 for float32 on GPU).
 
 Device runs (``bench/device_check.sh``): ``--host floor`` keeps only the numpy floor among the host methods,
 ``--variants METHOD:CHUNK:QBLOCK,...`` adds jaxrec settings side by side (e.g. larger chunks on a GPU),
@@ -67,6 +70,7 @@ FULL = [
 QUICK = [(64, 10, 256, 20_000), (64, 100, 256, 20_000), (128, 10, 512, 40_000)]
 BLOCK_ELEMS = 1 << 28  # dense references work in query blocks beyond 2^28 scores (1 GiB float32)
 _FLUSH = None
+PRECISION: str | None = "highest"  # matmul precision of every JAX method (--precision)
 
 
 def _flush_cache() -> None:
@@ -188,7 +192,7 @@ def parse_variants(spec: str | None) -> list[tuple[str, dict]]:
 def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False, host="all", variants=()):
     n, d = x.shape
     qj, xj = jnp.asarray(q), jnp.asarray(x)
-    naive = jax.jit(lambda a, b: lax.top_k(a @ b.T, k))
+    naive = jax.jit(lambda a, b: lax.top_k(jnp.matmul(a, b.T, precision=PRECISION), k))
     m = {"floor": lambda: np.matmul(q, x.T, out=floor_out)[:0]}
     skipped = []
     if host == "all":
@@ -208,14 +212,17 @@ def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False
         else:
             skipped.append("faiss")
     if device_report:
-        product = jax.jit(lambda a, b: a @ b.T)
+        product = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=PRECISION))
         m["device_floor"] = lambda: jax.block_until_ready(product(qj, xj))[:0]
     m["jax_naive"] = lambda: jax.block_until_ready(naive(qj, xj))[1]
-    m["jaxrec"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k))[1]
-    m["jaxrec_scan"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan"))[1]
-    m["jaxrec_approx"] = lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95))[1]
+    p = {"precision": PRECISION}
+    m["jaxrec"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, **p))[1]
+    m["jaxrec_scan"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan", **p))[1]
+    m["jaxrec_approx"] = lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95, **p))[
+        1
+    ]
     for name, kw in variants:
-        m[name] = functools.partial(lambda kw: jax.block_until_ready(topk.similarity_topk(qj, xj, k, **kw))[1], kw)
+        m[name] = functools.partial(lambda kw: jax.block_until_ready(topk.similarity_topk(qj, xj, k, **kw, **p))[1], kw)
     return m, skipped
 
 
@@ -232,9 +239,15 @@ def _xla_temp_bytes(q, x, k, variants=()) -> dict:
         for name, p in inspect.signature(topk.similarity_topk).parameters.items()
         if p.kind is p.KEYWORD_ONLY and name not in ("metric", "exclude", "method")
     }
+    defaults["precision"] = PRECISION
+    accelerator = topk._on_accelerator()
     settings = [("jaxrec", {"method": "auto"}), ("jaxrec_scan", {"method": "scan"}), *variants]
     for name, kw in settings:
-        c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", **{**defaults, **kw}).compile()
+        opts = {**defaults, **kw}
+        opts["chunk_size"], opts["query_block"] = topk._default_blocks(
+            q.shape[0], x.shape[0], opts["chunk_size"], opts["query_block"], accelerator
+        )
+        c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", accelerator=accelerator, **opts).compile()
         ma = c.memory_analysis()
         out[name] = None if ma is None else int(ma.temp_size_in_bytes)
     naive = jax.jit(lambda a, b: lax.top_k(a @ b.T, k)).lower(qj, xj).compile().memory_analysis()
@@ -420,7 +433,15 @@ def main(argv=None) -> None:
         "--time-budget", type=float, default=None, help="start no new configuration after this many seconds"
     )
     ap.add_argument("--jsonl", type=str, default=None, help="also append the JSON lines to this file")
+    ap.add_argument(
+        "--precision",
+        default="highest",
+        help="matmul precision of every JAX method: highest (full float32, the default; exact) or default (JAX's "
+        "own: TF32 for float32 on GPU, bfloat16 passes on TPU)",
+    )
     args = ap.parse_args(argv)
+    global PRECISION
+    PRECISION = None if args.precision == "default" else args.precision
     variants = parse_variants(args.variants)
     configs = QUICK if args.quick else FULL
     if args.only:
@@ -429,13 +450,16 @@ def main(argv=None) -> None:
     env = environment()
     matrix_rate = None
     if args.device_report or jax.default_backend() != "cpu":
-        matrix_rate = _matmul_rate(jnp.float32)
-        env["matrix_rate_tflops"] = {
-            "float32": matrix_rate / 1e12,
-            "float32_highest": _matmul_rate(jnp.float32, precision=lax.Precision.HIGHEST) / 1e12,
-            "bfloat16": _matmul_rate(jnp.bfloat16) / 1e12,
+        rates = {
+            "float32": _matmul_rate(jnp.float32),
+            "float32_highest": _matmul_rate(jnp.float32, precision=lax.Precision.HIGHEST),
+            "bfloat16": _matmul_rate(jnp.bfloat16),
         }
+        env["matrix_rate_tflops"] = {key: v / 1e12 for key, v in rates.items()}
+        matrix_rate = rates["float32" if PRECISION is None else "float32_highest"]
+        env["pct_matrix_rate_of"] = "float32" if PRECISION is None else "float32_highest"
         env["default_matmul_precision"] = str(jax.config.jax_default_matmul_precision)
+    env["precision"] = args.precision
 
     def emit(obj: dict) -> None:
         line = json.dumps(obj)

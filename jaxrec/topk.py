@@ -55,6 +55,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import math
 from collections.abc import Callable
@@ -88,7 +89,12 @@ _TIE_PASSES = 4  # odd-even passes ordering equal scores by id in the bucket ker
 _REPAIR_PER_QUERY = 8  # buckets rescored per query at most (the block's shared capacity is ``repair_buckets``)
 _SIGN_FLIP = np.int32(0x7FFFFFFF)
 _ABSORB_TARGET = 2048  # bucket bests per query merged by one top_k (see _absorb_every)
-_ABSORB_MIN_K = 32  # at k + m up to this, every group is merged at once
+_ABSORB_MIN_K = 32  # at k + m up to this, every group is merged at once (CPU)
+_ACCEL_ABSORB_TARGET = 16384  # bucket bests per query per merge on GPU/TPU, for every k (see _absorb_every)
+_CPU_BLOCKS = (1024, 256)  # default (chunk_size, query_block) on the CPU
+_ACCEL_QBLOCK = 4096  # default query_block on an accelerator
+_ACCEL_CHUNKS = (2048, 65536)  # default chunk_size range on an accelerator (see _default_blocks)
+_ACCEL_FALLBACK_CHUNK = 2048  # chunk of the bucket kernel's "scan" fallback on an accelerator
 _FLOAT_DTYPES = (jnp.float32, jnp.bfloat16, jnp.float16)
 
 
@@ -104,6 +110,34 @@ def _check_metric(metric: str) -> None:
 def _check_pos_int(name: str, value: Any) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value <= 0:
         raise ValueError(f"{name} must be a positive int, got {value!r}")
+
+
+def _check_precision(precision: Any) -> None:
+    if precision is None:
+        return
+    try:
+        with jax.default_matmul_precision(precision):
+            pass
+    except (ValueError, TypeError) as e:
+        raise ValueError(f"precision={precision!r} is not a matmul precision JAX knows: {e}") from None
+
+
+def _precision_ctx(precision: str | None):
+    return contextlib.nullcontext() if precision is None else jax.default_matmul_precision(precision)
+
+
+def _with_precision(fn: Callable) -> Callable:
+    """``fn(..., precision=p)`` traces ``fn`` under ``jax.default_matmul_precision(p)`` (``None``: JAX's config).
+
+    Every product of the kernels (``dot_general`` / ``einsum`` with ``precision=None``) takes that precision.
+    """
+
+    def wrapped(*args, precision=None, **kwargs):
+        with _precision_ctx(precision):
+            return fn(*args, **kwargs)
+
+    wrapped.__name__, wrapped.__qualname__, wrapped.__doc__ = fn.__name__, fn.__qualname__, fn.__doc__
+    return wrapped
 
 
 def _check_float(name: str, x: Any, spec: str) -> None:
@@ -214,13 +248,16 @@ def _dot_xq(x: jax.Array, q: jax.Array) -> jax.Array:
     return lax.dot_general(x, q, (((1,), (1,)), ((), ())), preferred_element_type=jnp.float32)
 
 
-def similarity_scores(queries: jax.Array, items: jax.Array, *, metric: str = "dot") -> jax.Array:
+def similarity_scores(
+    queries: jax.Array, items: jax.Array, *, metric: str = "dot", precision: str | None = "highest"
+) -> jax.Array:
     """Dense scores of every query against every item (for small ``N``; the top-k kernels never build this).
 
     Args:
         queries: ``[Q, d]`` floating.
         items: ``[N, d]`` floating.
         metric: one of :data:`METRICS`.
+        precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
 
     Returns:
         float32 ``[Q, N]``.
@@ -231,8 +268,10 @@ def similarity_scores(queries: jax.Array, items: jax.Array, *, metric: str = "do
     """
     _check_pair(queries, items)
     _check_metric(metric)
+    _check_precision(precision)
     q, x, bias, off = _prepare(queries, items, metric)
-    s = _dot_qx(q, x)
+    with _precision_ctx(precision):
+        s = _dot_qx(q, x)
     if bias is not None:
         s = s + bias[None, :]
     if off is not None:
@@ -563,10 +602,12 @@ def _merge_chunks(nq: int, n: int, chunk: int, qb: int) -> int:
     return merge
 
 
-def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int, kk: int) -> int:
+def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int, kk: int, accelerator: bool = False) -> int:
     """Merge groups whose bucket bests are stored and then merged by one ``top_k``: about ``_ABSORB_TARGET``
     bests per query per merge, with the stored complex64 stats ``[every·merge·per_chunk, Qb]`` ≤ ``Q·N / 64`` floats;
-    1 (merge every group) when ``kk <= _ABSORB_MIN_K``.
+    1 (merge every group) when ``kk <= _ABSORB_MIN_K``. On an accelerator, where each ``top_k`` call has a large
+    fixed cost whatever k (H200, Q=1024, N=1M, k=10: 26 ms with 30 merges, 13 ms with 8), the target is
+    ``_ACCEL_ABSORB_TARGET`` bests for every k.
 
     XLA:CPU's TopK costs much more per element on short rows at large k (29 ns at 1.1k elements, 9.5 ns at 6k,
     k=100), so at k = 100 fewer, longer merges cut the selection time (Q=256, N=100k, d=64: 109 ms merging every
@@ -574,12 +615,35 @@ def _absorb_every(nq: int, n: int, merge: int, per_chunk: int, qb: int, kk: int)
     go through a loop's in-place update, which XLA:CPU runs on one thread): 46 ms merging every group, 59 ms every
     4 (medians of 13 rounds in random order).
     """
-    if kk <= _ABSORB_MIN_K:
+    if kk <= _ABSORB_MIN_K and not accelerator:
         return 1
     group = merge * per_chunk
-    target = -(-_ABSORB_TARGET // group)
+    target = -(-(_ACCEL_ABSORB_TARGET if accelerator else _ABSORB_TARGET) // group)
     budget = (nq * n) // (64 * 2 * group * qb)
     return max(1, min(target, budget))
+
+
+def _default_blocks(nq: int, n: int, chunk: int | None, qblock: int | None, accelerator: bool) -> tuple[int, int]:
+    """Default ``(chunk_size, query_block)``.
+
+    CPU: ``(1024, 256)`` — a chunk's scores stay in cache while the bucket summaries are taken (bench/topk.py).
+    Accelerator: few, large steps, since each loop step and each ``top_k`` has a fixed cost: query blocks of up
+    to ``4096`` and the largest power-of-two chunk in ``[2048, 65536]`` with ``chunk·Qb ≤ Q·N / 32`` floats, so
+    that the two chunks of a merge group stay within ``Q·N / 16`` (the memory target is ``Q·N / 8``).
+    """
+    if not accelerator:
+        return chunk or _CPU_BLOCKS[0], qblock or _CPU_BLOCKS[1]
+    qblock = qblock or min(nq, _ACCEL_QBLOCK)
+    if chunk is None:
+        lo, chunk = _ACCEL_CHUNKS
+        while chunk > lo and 32 * chunk * min(qblock, nq) > nq * n:
+            chunk //= 2
+    return chunk, qblock
+
+
+def _on_accelerator() -> bool:
+    """Whether JAX's default backend is an accelerator (GPU/TPU): the kernels then use accelerator defaults."""
+    return jax.default_backend() != "cpu"
 
 
 def _resolve_method(method: str, n: int, kk: int, *, chunk: int, bucket: int) -> str:
@@ -625,8 +689,11 @@ def _blocked(block_fn: Callable, q: jax.Array, exclude: jax.Array | None, qblock
         "repair_buckets",
         "checked",
         "absorb_every",
+        "accelerator",
+        "precision",
     ),
 )
+@_with_precision
 def _similarity_topk(
     queries,
     items,
@@ -642,6 +709,7 @@ def _similarity_topk(
     repair_buckets,
     checked=True,
     absorb_every=None,
+    accelerator=False,
 ):
     n = items.shape[0]
     q, x, bias, offset = _prepare(queries, items, metric)
@@ -658,11 +726,21 @@ def _similarity_topk(
     every = 1
     if method == "bucket":
         every = absorb_every or _absorb_every(
-            queries.shape[0], n, merge, chunk // bucket, min(query_block, queries.shape[0]), k + m
+            queries.shape[0], n, merge, chunk // bucket, min(query_block, queries.shape[0]), k + m, accelerator
         )
 
     def scan_fn(qb, ex):
         return _scan_block(qb, x, bias, tail, ex, k=k, kk=kk, chunk=chunk)
+
+    fallback = scan_fn
+    if method == "bucket" and accelerator and chunk > _ACCEL_FALLBACK_CHUNK:
+        # The rare fallback streams smaller chunks: its top_k over [Qb, K + C] (a sort on GPU) would otherwise
+        # set the kernel's peak memory.
+        fc = _ACCEL_FALLBACK_CHUNK
+        ftail = _tail(x, bias, n - n % fc, n, fc) if n % fc else None
+
+        def fallback(qb, ex):
+            return _scan_block(qb, x, bias, ftail, ex, k=k, kk=kk, chunk=fc)
 
     if method == "dense":
 
@@ -688,7 +766,7 @@ def _similarity_topk(
                 bucket=bucket,
                 merge=merge,
                 repair=repair,
-                fallback=scan_fn if checked else None,
+                fallback=fallback if checked else None,
                 absorb_every=every,
             )
 
@@ -736,11 +814,12 @@ def similarity_topk(
     metric: str = "dot",
     exclude: jax.Array | None = None,
     method: str = "auto",
-    chunk_size: int = 1024,
-    query_block: int = 256,
+    chunk_size: int | None = None,
+    query_block: int | None = None,
     bucket_size: int | None = None,
     merge_chunks: int | None = None,
     repair_buckets: int | None = None,
+    precision: str | None = "highest",
 ) -> tuple[jax.Array, jax.Array]:
     """Exact top-``k`` items per query, streamed over item chunks (never builds ``[Q, N]`` for large ``N``).
 
@@ -755,7 +834,10 @@ def similarity_topk(
         method: ``"auto"`` (from the sizes), ``"bucket"``, ``"scan"`` or ``"dense"``; see the module docstring.
             All are exact and return the same result up to float32 rounding of the scores.
         chunk_size: items per streamed chunk ``C`` (static); a multiple of ``bucket_size`` (of 32 by default).
-        query_block: queries per block ``Qb`` (static); blocks run one after another (``lax.map``).
+            Default: 1024 on the CPU; on an accelerator (JAX's default backend is a GPU/TPU) the largest power of
+            two in [2048, 65536] with ``C·Qb ≤ Q·N / 32``.
+        query_block: queries per block ``Qb`` (static); blocks run one after another (``lax.map``). Default: 256
+            on the CPU, ``min(Q, 4096)`` on an accelerator.
         bucket_size: items per bucket ``B`` of the ``"bucket"`` kernel (power of two in [2, 256]); default: the
             largest of 2..32 with at most one bucket per query expected to hold two of the top ``k + m``
             (``(k+m)² B / 2N ≤ 1``).
@@ -764,13 +846,19 @@ def similarity_topk(
             ``merge·C·Qb`` would exceed ``Q·N / 16`` floats.
         repair_buckets: buckets per query block rescored item by item before the block falls back to
             ``"scan"``; default from the expected number (mean + 4 standard deviations).
+        precision: matmul precision of the products (static), any value of ``jax.default_matmul_precision``.
+            ``"highest"`` (default): full float32 products of float32 inputs on every backend, so the result is
+            the exact top-k of float32 scores. ``None`` keeps JAX's setting, which on GPU multiplies float32
+            inputs in TF32 (about 3e-4 relative error: items within that of each other may swap or be
+            replaced) and on TPU in bfloat16 passes; faster, not exact. bfloat16 / float16 inputs are
+            multiplied exactly (accumulated in float32) either way.
 
     Returns:
         ``(scores float32[Q, k], indices int32[Q, k])``, sorted by score descending, ties by lower index.
 
     Raises:
         ValueError / TypeError at trace time for wrong ranks, mismatched ``d``, non-floating inputs, ``k <= 0``
-        or ``k > N``, an unknown metric or method.
+        or ``k > N``, an unknown metric, method or precision.
 
     Example:
         >>> q = jnp.array([[1.0, 0.0]])
@@ -779,9 +867,16 @@ def similarity_topk(
         >>> i.tolist(), [round(v, 3) for v in s[0].tolist()]
         ([[1, 2]], [1.0, 0.707])
     """
+    _check_pair(queries, items)
+    for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
+        if value is not None:
+            _check_pos_int(name, value)
+    accelerator = _on_accelerator()
+    chunk_size, query_block = _default_blocks(queries.shape[0], items.shape[0], chunk_size, query_block, accelerator)
     _check_topk_args(
         queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size, merge_chunks, repair_buckets
     )
+    _check_precision(precision)
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
     return _similarity_topk(
@@ -796,6 +891,8 @@ def similarity_topk(
         bucket_size=None if bucket_size is None else int(bucket_size),
         merge_chunks=None if merge_chunks is None else int(merge_chunks),
         repair_buckets=None if repair_buckets is None else int(repair_buckets),
+        accelerator=accelerator,
+        precision=precision,
     )
 
 
@@ -803,7 +900,8 @@ def similarity_topk(
 # Approximate.
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric", "recall_target", "chunk_size", "query_block"))
+@functools.partial(jax.jit, static_argnames=("k", "metric", "recall_target", "chunk_size", "query_block", "precision"))
+@_with_precision
 def _approx_topk(queries, items, exclude, *, k, metric, recall_target, chunk_size, query_block):
     n = items.shape[0]
     q, x, bias, offset = _prepare(queries, items, metric)
@@ -838,6 +936,7 @@ def approx_similarity_topk(
     exclude: jax.Array | None = None,
     chunk_size: int = 16384,
     query_block: int = 256,
+    precision: str | None = "highest",
 ) -> tuple[jax.Array, jax.Array]:
     """Approximate top-``k``: ``jax.lax.approx_max_k`` on each item chunk, exact merge across chunks.
 
@@ -856,6 +955,7 @@ def approx_similarity_topk(
         exclude: optional int ``[Q, m]``, ``-1`` padded.
         chunk_size: items per chunk.
         query_block: queries per block.
+        precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
 
     Returns:
         ``(scores float32[Q, k], indices int32[Q, k])`` sorted descending.
@@ -874,6 +974,7 @@ def approx_similarity_topk(
         raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
     _check_pos_int("chunk_size", chunk_size)
     _check_pos_int("query_block", query_block)
+    _check_precision(precision)
     _check_concrete_exclusions(exclude, items.shape[0], k, _shapes(queries, items, exclude))
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
@@ -886,6 +987,7 @@ def approx_similarity_topk(
         recall_target=float(recall_target),
         chunk_size=int(chunk_size),
         query_block=int(query_block),
+        precision=precision,
     )
 
 
@@ -1045,7 +1147,8 @@ def _check_candidates(queries, items, candidates, metric):
     _check_ids("candidates", candidates, queries.shape[0], "[Q, C]", f"[Q, d] = {tuple(queries.shape)}")
 
 
-@functools.partial(jax.jit, static_argnames=("metric",))
+@functools.partial(jax.jit, static_argnames=("metric", "precision"))
+@_with_precision
 def _candidate_scores(queries, items, candidates, *, metric):
     n = items.shape[0]
     q, x, bias, offset = _prepare(queries, items, metric)
@@ -1060,7 +1163,14 @@ def _candidate_scores(queries, items, candidates, *, metric):
     return jnp.where(ok, s, _NEG_INF)
 
 
-def candidate_scores(queries: jax.Array, items: jax.Array, candidates: jax.Array, *, metric: str = "dot") -> jax.Array:
+def candidate_scores(
+    queries: jax.Array,
+    items: jax.Array,
+    candidates: jax.Array,
+    *,
+    metric: str = "dot",
+    precision: str | None = "highest",
+) -> jax.Array:
     """Scores of each query against its own candidate item ids only (sampled evaluation, re-ranking).
 
     Args:
@@ -1068,6 +1178,7 @@ def candidate_scores(queries: jax.Array, items: jax.Array, candidates: jax.Array
         items: ``[N, d]`` floating.
         candidates: int ``[Q, C]`` item ids; ``-1`` (or any id outside ``[0, N)``) is padding.
         metric: one of :data:`METRICS`.
+        precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
 
     Returns:
         float32 ``[Q, C]``; ``-inf`` at padding. Gathers ``Q·C`` item rows (``Q·C·d`` values at once).
@@ -1077,17 +1188,18 @@ def candidate_scores(queries: jax.Array, items: jax.Array, candidates: jax.Array
         [[1.0, -inf, 0.0]]
     """
     _check_candidates(queries, items, candidates, metric)
-    return _candidate_scores(queries, items, jnp.asarray(candidates), metric=metric)
+    _check_precision(precision)
+    return _candidate_scores(queries, items, jnp.asarray(candidates), metric=metric, precision=precision)
 
 
-@functools.partial(jax.jit, static_argnames=("k", "metric"))
-def _candidate_topk(queries, items, candidates, exclude, *, k, metric):
+@functools.partial(jax.jit, static_argnames=("k", "metric", "precision"))
+def _candidate_topk(queries, items, candidates, exclude, *, k, metric, precision):
     n = items.shape[0]
     c = candidates.astype(jnp.int32)
     c = jnp.sort(jnp.where((c >= 0) & (c < n), c, jnp.iinfo(jnp.int32).max), axis=1)
     dup = jnp.concatenate([jnp.zeros((c.shape[0], 1), bool), c[:, 1:] == c[:, :-1]], axis=1)
     c = jnp.where(dup | (c >= n), -1, c)
-    s = _candidate_scores(queries, items, c, metric=metric)
+    s = _candidate_scores(queries, items, c, metric=metric, precision=precision)
     s = _drop_excluded(s, c, None if exclude is None else exclude.astype(jnp.int32))
     v, pos = lax.top_k(s, k)  # candidates sorted by id: ties go to the lower id
     i = jnp.take_along_axis(c, pos, axis=1)
@@ -1102,6 +1214,7 @@ def candidate_topk(
     *,
     metric: str = "dot",
     exclude: jax.Array | None = None,
+    precision: str | None = "highest",
 ) -> tuple[jax.Array, jax.Array]:
     """Top-``k`` of each query's own candidate ids (an allow-list), e.g. to re-rank a retrieved shortlist.
 
@@ -1114,6 +1227,7 @@ def candidate_topk(
         k: static, ``1 <= k <= C``.
         metric: one of :data:`METRICS`.
         exclude: optional int ``[Q, m]`` ids to leave out, ``-1`` padded.
+        precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
 
     Returns:
         ``(scores float32[Q, k], item ids int32[Q, k])`` sorted descending, ties by lower item id; rows with
@@ -1130,8 +1244,9 @@ def candidate_topk(
     _check_k(
         k, candidates.shape[1], "candidates C", f"queries {tuple(queries.shape)}, candidates {tuple(candidates.shape)}"
     )
+    _check_precision(precision)
     ex = None if exclude is None else jnp.asarray(exclude)
-    return _candidate_topk(queries, items, jnp.asarray(candidates), ex, k=int(k), metric=metric)
+    return _candidate_topk(queries, items, jnp.asarray(candidates), ex, k=int(k), metric=metric, precision=precision)
 
 
 # --------------------------------------------------------------------------------------------------

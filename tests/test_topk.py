@@ -261,6 +261,86 @@ def test_absorb_every_heuristic():
     assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 33) == 4
 
 
+def test_absorb_every_on_accelerators_stores_groups_for_every_k():
+    # ~16384 bucket bests per merge whatever k (each top_k call has a large fixed cost on a GPU)
+    assert topk._absorb_every(1024, 1_000_000, 2, 1024, 1024, 10, accelerator=True) == 3  # memory cap 3.8
+    assert topk._absorb_every(1024, 1_000_000, 2, 1024, 1024, 100, accelerator=True) == 3
+    assert topk._absorb_every(4096, 200_000, 2, 128, 4096, 10, accelerator=True) == 6  # memory cap 6.1
+
+
+def test_default_blocks_cpu_and_accelerator():
+    assert topk._default_blocks(1024, 1_000_000, None, None, accelerator=False) == (1024, 256)
+    assert topk._default_blocks(1024, 1_000_000, 512, None, accelerator=False) == (512, 256)
+    # accelerator: Qb = min(Q, 4096); the largest power-of-two chunk in [2048, 65536] with C·Qb <= Q·N / 32
+    assert topk._default_blocks(1024, 1_000_000, None, None, accelerator=True) == (16384, 1024)
+    assert topk._default_blocks(4096, 200_000, None, None, accelerator=True) == (4096, 4096)
+    assert topk._default_blocks(256, 100_000, None, None, accelerator=True) == (2048, 256)
+    assert topk._default_blocks(20_000, 10_000_000, None, None, accelerator=True) == (65536, 4096)
+    assert topk._default_blocks(8, 100, None, 4, accelerator=True) == (2048, 4)
+    for nq, n in ((1024, 1_000_000), (4096, 200_000), (20_000, 10_000_000)):
+        c, qb = topk._default_blocks(nq, n, None, None, accelerator=True)
+        assert 32 * c * qb <= nq * n
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_accelerator_settings_are_exact_on_cpu(ties):
+    """The accelerator path (groups stored for every k; a smaller-chunk scan fallback) is exact; with many ties
+    the fallback runs."""
+    rng = np.random.default_rng(21)
+    n, nq = 9000, 40
+    x = _ints(rng, (n, D), -2, 3) if ties else rng.normal(size=(n, D)).astype(np.float32)
+    q = _ints(rng, (nq, D), -2, 3) if ties else rng.normal(size=(nq, D)).astype(np.float32)
+    ex = _exclusions(rng, nq, 4, n)
+    for k in (3, 40):
+        got = _similarity_topk(
+            jnp.asarray(q),
+            jnp.asarray(x),
+            jnp.asarray(ex),
+            k=k,
+            metric="dot",
+            method="bucket",
+            chunk_size=4096,
+            query_block=16,
+            bucket_size=None,
+            merge_chunks=None,
+            repair_buckets=None,
+            accelerator=True,
+            precision="highest",
+        )
+        if ties:
+            assert_exact(got, ref_topk(ref_scores(q, x), k, ex))
+        else:
+            s = ref_scores(q, x)
+            for r, row in enumerate(ex):
+                s[r, row[(row >= 0) & (row < n)]] = -np.inf
+            assert_close(got, s, k, tol=1e-5)
+
+
+def test_precision_reaches_every_product():
+    q, x = np.ones((3, 4), np.float32), np.ones((5000, 4), np.float32)
+
+    def hlo(fn, **kw):
+        return jax.jit(lambda a, b: fn(a, b, **kw)).lower(q, x).as_text()
+
+    for method in ("bucket", "scan", "dense"):
+        text = hlo(lambda a, b, **kw: topk.similarity_topk(a, b, 2, method=method, **kw))
+        assert text.count("dot_general") >= 1
+        assert text.count("precision = [HIGHEST, HIGHEST]") == text.count("dot_general"), method
+        text = hlo(lambda a, b, **kw: topk.similarity_topk(a, b, 2, method=method, **kw), precision=None)
+        assert "HIGHEST" not in text
+    c = np.zeros((3, 4), np.int32)
+    for fn in (
+        lambda a, b: topk.approx_similarity_topk(a, b, 2),
+        lambda a, b: topk.similarity_scores(a, b),
+        lambda a, b: topk.candidate_scores(a, b, c),
+        lambda a, b: topk.candidate_topk(a, b, c, 2),
+    ):
+        text = hlo(fn)
+        assert text.count("precision = [HIGHEST, HIGHEST]") == text.count("dot_general") >= 1
+    with pytest.raises(ValueError, match="precision='fp31' is not a matmul precision"):
+        topk.similarity_topk(q, x, 2, precision="fp31")
+
+
 def test_bucket_fast_path_negative_zero_scores_are_zero_and_tie_by_id():
     # q = -1 against zero items gives -0.0 scores; the bucket summaries must report +0.0 (lax.top_k orders
     # -0 < +0) and equal scores must come in id order, on the fast path (checked=False), not via the fallback.
