@@ -9,7 +9,13 @@ item id. Scores are float32 whatever the input dtype (float32, bfloat16, float16
 "Exact" means exact for the float32 scores computed here; kernels sum the ``d`` products in different orders
 (and the bucket kernel rescores a few items separately), so scores can differ in the last bit between methods and
 two items within float32 rounding of each other may swap places against a float64 reference. NaN scores are not
-supported.
+supported. Products run at ``precision="highest"`` by default: full float32 on GPU and TPU too, whose own
+default for float32 is TF32 / bfloat16 passes (``precision=None`` keeps JAX's setting: faster, not exact).
+
+Defaults follow the backend (JAX's default backend at call time): on the CPU, 1024-item chunks and 256-query
+blocks (a chunk's scores stay in cache); on a GPU/TPU, query blocks of up to 4096 and chunks of up to 65536
+items within ``Q·N/32`` floats per block, with the bucket summaries of many chunks merged by one ``top_k``
+(each ``top_k`` call has a large fixed cost there). Measured on an H200 in ``bench/RESULTS.md``.
 
 Metrics: ``"dot"`` = ``q·x``; ``"cosine"`` = ``q·x / (|q||x|)`` (both sides normalised once, not per chunk);
 ``"l2"`` = ``-|q - x|²`` (computed as ``2q·x - |x|² - |q|²``, so ranking needs one matrix product).
