@@ -22,7 +22,8 @@ Methods: ``floor`` (``np.matmul`` into a preallocated Q×N float32 array: the ba
 int64 index matrix fits), ``sklearn`` (``cosine_similarity`` + full ``argsort``: the original design; same
 blocking), ``faiss`` (``IndexFlatIP.search``), ``jax_naive`` (``jit(lax.top_k(q @ x.T, k))``), ``jaxrec``
 (``similarity_topk``, method ``auto``), ``jaxrec_scan`` (``method="scan"``), ``jaxrec_approx``
-(``approx_similarity_topk``, recall_target 0.95; exact on CPU).
+(the ``approx_max_k`` path of ``approx_similarity_topk``, recall_target 0.95, ``exact_off_tpu=False``: exact
+on CPU and GPU, where ``approx_similarity_topk`` by default runs the ``jaxrec`` kernel instead).
 
 On an accelerator (JAX's default backend is not the CPU; or ``--device-report`` on CPU) two more things are
 measured: ``device_floor`` (``jit(q @ x.T)`` on the device, the whole Q×N matrix: the device's own floor) and,
@@ -218,9 +219,9 @@ def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False
     p = {"precision": PRECISION}
     m["jaxrec"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, **p))[1]
     m["jaxrec_scan"] = lambda: jax.block_until_ready(topk.similarity_topk(qj, xj, k, method="scan", **p))[1]
-    m["jaxrec_approx"] = lambda: jax.block_until_ready(topk.approx_similarity_topk(qj, xj, k, recall_target=0.95, **p))[
-        1
-    ]
+    m["jaxrec_approx"] = lambda: jax.block_until_ready(
+        topk.approx_similarity_topk(qj, xj, k, recall_target=0.95, exact_off_tpu=False, **p)
+    )[1]
     for name, kw in variants:
         m[name] = functools.partial(lambda kw: jax.block_until_ready(topk.similarity_topk(qj, xj, k, **kw, **p))[1], kw)
     return m, skipped

@@ -44,9 +44,10 @@ than the matrix product itself, while reducing each in-cache chunk to one summar
 of it (when the chunks are unrolled: inside a loop XLA fuses that pass into the loop's in-place update, which
 runs on one thread). See ``bench/topk.py`` and ``bench/RESULTS.md`` for the measurements.
 
-:func:`approx_similarity_topk` uses ``jax.lax.approx_max_k`` (fast on TPU; on CPU and GPU XLA falls back to an
-exact top-k, so its recall there is 1.0). :func:`sharded_similarity_topk` splits the items over a mesh axis with
-``jax.shard_map``: a local top-``k`` per device, then an ``all_gather`` and a merge.
+:func:`approx_similarity_topk` uses ``jax.lax.approx_max_k`` on TPU; on CPU and GPU, where XLA would lower that
+to a slower exact top-k, it runs the exact kernel instead (recall 1.0). :func:`sharded_similarity_topk` splits
+the items over a mesh axis with ``jax.shard_map``: a local top-``k`` per device, then an ``all_gather`` and a
+merge.
 
 Example:
     >>> import jax.numpy as jnp
@@ -943,14 +944,17 @@ def approx_similarity_topk(
     chunk_size: int = 16384,
     query_block: int = 256,
     precision: str | None = "highest",
+    exact_off_tpu: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Approximate top-``k``: ``jax.lax.approx_max_k`` on each item chunk, exact merge across chunks.
 
     ``approx_max_k`` is the TPU's partial-reduce top-k: on TPU each chunk keeps about ``recall_target`` of its
-    true top-k at a fraction of the cost. On CPU and GPU XLA lowers it to an exact top-k, so there the result
-    equals :func:`similarity_topk` (recall 1.0) up to the order of equal scores, and is no faster. Shapes,
-    ``exclude`` and ``metric`` are as in :func:`similarity_topk`; equal scores are not guaranteed to be ordered
-    by id.
+    true top-k at a fraction of the cost. On CPU and GPU XLA lowers it to an exact top-k over every chunk, which
+    is slower than the exact bucket kernel (bench/topk.py: 2–4× on a 2-core CPU, 4–7× on an H200). So off the
+    TPU (JAX's default backend) this function runs :func:`similarity_topk` instead, unless
+    ``exact_off_tpu=False``: the result is then exact (recall 1.0, ties by id). Shapes, ``exclude`` and
+    ``metric`` are as in :func:`similarity_topk`; on the ``approx_max_k`` path equal scores are not guaranteed to
+    be ordered by id.
 
     Args:
         queries: ``[Q, d]`` floating.
@@ -959,9 +963,11 @@ def approx_similarity_topk(
         recall_target: in ``(0, 1]``, passed to ``approx_max_k``.
         metric: one of :data:`METRICS`.
         exclude: optional int ``[Q, m]``, ``-1`` padded.
-        chunk_size: items per chunk.
-        query_block: queries per block.
+        chunk_size: items per chunk of the ``approx_max_k`` path.
+        query_block: queries per block of the ``approx_max_k`` path.
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
+        exact_off_tpu: off the TPU, run the exact :func:`similarity_topk` (faster there); ``False`` always takes
+            the ``approx_max_k`` path.
 
     Returns:
         ``(scores float32[Q, k], indices int32[Q, k])`` sorted descending.
@@ -982,6 +988,8 @@ def approx_similarity_topk(
     _check_pos_int("query_block", query_block)
     _check_precision(precision)
     _check_concrete_exclusions(exclude, items.shape[0], k, _shapes(queries, items, exclude))
+    if exact_off_tpu and jax.default_backend() != "tpu":
+        return similarity_topk(queries, items, k, metric=metric, exclude=exclude, precision=precision)
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
     return _approx_topk(

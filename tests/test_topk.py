@@ -331,6 +331,7 @@ def test_precision_reaches_every_product():
     c = np.zeros((3, 4), np.int32)
     for fn in (
         lambda a, b: topk.approx_similarity_topk(a, b, 2),
+        lambda a, b: topk.approx_similarity_topk(a, b, 2, exact_off_tpu=False),
         lambda a, b: topk.similarity_scores(a, b),
         lambda a, b: topk.candidate_scores(a, b, c),
         lambda a, b: topk.candidate_topk(a, b, c, 2),
@@ -493,11 +494,16 @@ def test_similarity_scores_dense():
 
 def test_approx_on_cpu_recall_and_exactness(data):
     q, x = data
-    v, i = topk.approx_similarity_topk(q, x, K, recall_target=0.9, chunk_size=256)
-    ref = ref_topk(ref_scores(q, x), K)
+    rng = np.random.default_rng(14)
+    ex = _exclusions(rng, Q, 3, N)
+    ref = ref_topk(ref_scores(q, x), K, ex)
+    # The approx_max_k path itself (on CPU XLA lowers it to an exact top-k per chunk).
+    v, i = topk.approx_similarity_topk(q, x, K, recall_target=0.9, chunk_size=256, exclude=ex, exact_off_tpu=False)
     recall = np.mean([len(set(a) & set(b)) / K for a, b in zip(np.asarray(i), ref[1])])
     assert recall >= 0.9
-    np.testing.assert_array_equal(np.asarray(v), ref[0].astype(np.float32))  # CPU: approx_max_k is exact
+    np.testing.assert_array_equal(np.asarray(v), ref[0].astype(np.float32))
+    # Default off the TPU: the exact kernel (faster there), ties by id included.
+    assert_exact(topk.approx_similarity_topk(q, x, K, recall_target=0.9, exclude=ex), ref)
 
 
 def test_vmap_over_query_batches(data):
