@@ -8,17 +8,18 @@
 #   3. `jaxrec demo` (the README's main job) on the accelerator;
 #   4. bench/topk.py with the device report and GPU-sized variants, the 12 configurations in priority
 #      order, under a time budget;
-#   5. bench/train_step.py --quick on the real devices.
-# Limits (seconds) can be overridden: T_TESTS, T_DEMO, T_TOPK, TOPK_BUDGET, T_TRAIN; also CONFIGS (d:k:Q:N,...),
+#   5. bench/train_step.py --quick on the real devices;
+#   6. bench/topk_profile.py: where one exact top-k call spends its time (device kernels summed by name).
+# Limits (seconds) can be overridden: T_TESTS, T_DEMO, T_TOPK, TOPK_BUDGET, T_TRAIN, T_PROFILE; also CONFIGS (d:k:Q:N,...),
 # VARIANTS (METHOD:CHUNK:QBLOCK,...), PY (the Python), JAX_PLATFORMS (default cuda) and STEPS (the steps to run,
-# default "env tests demo topk train").
+# default "env tests demo topk train profile").
 set -u
 OUT=${OUT:-bench/out/device}
 mkdir -p "$OUT"
 export PYTHONUNBUFFERED=1 PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 PY=${PY:-python3}
 PLATFORM=${JAX_PLATFORMS:-cuda}
-STEPS=" ${STEPS:-env tests demo topk train} "
+STEPS=" ${STEPS:-env tests demo topk train profile} "
 step() { echo; echo "=== $1 ($(date -u +%T))"; }
 want() { [[ $STEPS == *" $1 "* ]]; }
 
@@ -65,5 +66,12 @@ if want train; then
   step "bench/train_step.py --quick on $PLATFORM"
   JAX_PLATFORMS=$PLATFORM timeout "${T_TRAIN:-40}" $PY bench/train_step.py --quick 2>&1 |
     tee "$OUT/train_step.log" | tail -12
+fi
+if want profile; then
+  step "bench/topk_profile.py on $PLATFORM"
+  for shape in 1024:1000000:64:10 4096:200000:128:100; do
+    JAX_PLATFORMS=$PLATFORM timeout "${T_PROFILE:-60}" $PY bench/topk_profile.py --shape $shape --top 25 2>&1 |
+      grep -v '^[EW][0-9]' | tee -a "$OUT/profile.log" | head -30
+  done
 fi
 step done
