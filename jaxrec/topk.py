@@ -784,9 +784,9 @@ def _similarity_topk(
 
 
 def _check_topk_args(
-    queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size, merge_chunks, repair_buckets
+    queries, items, k, metric, exclude, method, chunk_size, bucket_size, merge_chunks, repair_buckets, precision
 ):
-    _check_pair(queries, items)
+    """The checks of :func:`similarity_topk` after the pair, the block sizes and their defaults were resolved."""
     _check_metric(metric)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
@@ -794,8 +794,6 @@ def _check_topk_args(
     if exclude is not None:
         _check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
     _check_k(k, items.shape[0], "items N", shapes)
-    for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
-        _check_pos_int(name, value)
     if merge_chunks is not None:
         _check_pos_int("merge_chunks", merge_chunks)
     if repair_buckets is not None:
@@ -810,6 +808,7 @@ def _check_topk_args(
             f"chunk_size={chunk_size} must be a multiple of bucket_size={need} (32 when bucket_size "
             "is None, the largest automatic bucket)"
         )
+    _check_precision(precision)
     _check_concrete_exclusions(exclude, items.shape[0], k, shapes)
 
 
@@ -881,9 +880,8 @@ def similarity_topk(
     accelerator = _on_accelerator()
     chunk_size, query_block = _default_blocks(queries.shape[0], items.shape[0], chunk_size, query_block, accelerator)
     _check_topk_args(
-        queries, items, k, metric, exclude, method, chunk_size, query_block, bucket_size, merge_chunks, repair_buckets
+        queries, items, k, metric, exclude, method, chunk_size, bucket_size, merge_chunks, repair_buckets, precision
     )
-    _check_precision(precision)
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
     return _similarity_topk(
