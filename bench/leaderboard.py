@@ -17,7 +17,10 @@ seeds of the sampled protocol, and 0 for full ranking); the recommended method i
 never on test, and printed as ``best method: `name` `` per pair.
 
 Reads ``../shared/data/amazon-game-video`` (beside the repository) unless ``--data`` is given; exits with a
-message when the data is absent.
+message when the data is absent. That folder is CDRIB's release, whose user ids above the common users are
+numbered per domain, so it is loaded with ``shared_users="below_heldout"`` (see ``jaxrec.load_dir``);
+``--shared-users all`` reads every id as shared, as the board did before session 6. Each line records the
+setting, and the table shows the lines of the setting asked for.
 """
 
 from __future__ import annotations
@@ -63,14 +66,26 @@ def _evaluate(scorer, ds, source, target):
     return out
 
 
-def _done(path: pathlib.Path) -> dict[tuple, dict]:
+def _done(path: pathlib.Path, shared_users: str) -> dict[tuple, dict]:
+    """The runs in ``path`` made with ``shared_users`` (lines without the field predate it: ``"all"``)."""
     runs = {}
     if path.exists():
         for line in path.read_text().splitlines():
             if line.strip():
                 r = json.loads(line)
-                runs[(r["source"], r["target"], r["method"], r["seed"])] = r
+                if r.get("shared_users", "all") == shared_users:
+                    runs[(r["source"], r["target"], r["method"], r["seed"])] = r
     return runs
+
+
+def _shared_users_arg(value: str):
+    """``--shared-users``: ``all`` (every id shared), ``below_heldout`` or an integer bound."""
+    if value in ("all", "below_heldout"):
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 'all', 'below_heldout' or an integer") from None
 
 
 def selection_score(record: dict) -> float:
@@ -115,6 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="training seeds (default 0 1 2)")
     parser.add_argument("--out", default=str(REPO / "bench" / "leaderboard.jsonl"), help="JSON lines file")
     parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method overrides")
+    parser.add_argument(
+        "--shared-users",
+        type=_shared_users_arg,
+        default="below_heldout",
+        help="which user ids are one person in both domains: below_heldout (default; CDRIB's layout), all, or N",
+    )
     parser.add_argument("--table-only", action="store_true", help="print the table from --out and exit")
     parser.add_argument("--plot", default=None, help="write a bar chart of test NDCG@10 per method (both protocols)")
     args = parser.parse_args(argv)
@@ -137,8 +158,9 @@ def main(argv=None) -> int:
         names = args.methods or sorted(methods.METHODS)
         for name in names:
             methods.get_method(name)  # unknown names fail before any training
-        ds = data.load_dir(data_dir)
-        done = _done(out)
+        shared = None if args.shared_users == "all" else args.shared_users
+        ds = data.load_dir(data_dir, shared_users=shared)
+        done = _done(out, str(args.shared_users))
         for source, target in pairs:
             for name in names:
                 fields = {f.name for f in dataclasses.fields(methods.get_method(name).default_config)}
@@ -163,6 +185,7 @@ def main(argv=None) -> int:
                             "target": target,
                             "method": name,
                             "seed": seed,
+                            "shared_users": str(args.shared_users),
                             "overrides": kw,
                             **metrics,
                             "train_s": train_s,
@@ -177,7 +200,7 @@ def main(argv=None) -> int:
                         f"full {record['test']['full']['NDCG@10']:.4f} ({record['train_s']:.0f}s train)",
                         flush=True,
                     )
-    records = list(_done(out).values())
+    records = list(_done(out, str(args.shared_users)).values())
     for source, target in pairs:
         text, best = table(records, source, target)
         if best is None:

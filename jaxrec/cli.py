@@ -5,6 +5,8 @@
 * ``jaxrec train --data DIR --source S --target T --method M [--epochs N --seed N --set key=value ... --out RUN]``
   — train a named recipe, save the run directory (``run.json``, Orbax ``checkpoint/``, ``history.jsonl``) and
   evaluate it (``metrics.json``; ``--no-eval`` to skip; ``--plots`` writes figures to ``RUN/plots/``).
+  ``--shared-users below_heldout`` is needed for CDRIB's releases (``jaxrec.load_dir`` explains why); the run
+  records it, and ``evaluate``/``diagnose`` load the data the same way.
 * ``jaxrec evaluate --run RUN [--data DIR]`` — (re)evaluate a run on its target's cold-start users, valid and
   test, both protocols; writes ``RUN/metrics.json``.
 * ``jaxrec diagnose RUN`` — domain-gap report of a run's user representations (MMD, CORAL, proxy A-distance,
@@ -30,8 +32,30 @@ from jaxrec import data as _data
 DEMO_METHODS = ("popularity", "target_only", "cmf")
 
 
+def _shared_users(value: str) -> int | str | None:
+    """``--shared-users``: ``all`` (None: every user id is one person in all domains), ``below_heldout`` or N."""
+    if value == "all":
+        return None
+    if value == "below_heldout":
+        return value
+    try:
+        return int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r}: expected 'all', 'below_heldout' or an integer") from None
+
+
+SHARED_USERS_HELP = (
+    "which user ids name one person in every domain: all (default), below_heldout (CDRIB's releases such as "
+    "amazon-game-video: ids above the cold-start users are numbered per domain) or an integer N (ids < N)"
+)
+
+
+def _load(args) -> _data.CrossDomainDataset:
+    return _data.load_dir(args.data, shared_users=args.shared_users)
+
+
 def _cmd_data(args) -> int:
-    ds = _data.load_dir(args.data)
+    ds = _load(args)
     print(ds.summary())
     return 0
 
@@ -165,7 +189,7 @@ def _user_tables(scorers: dict, ds) -> dict:
 def _cmd_train(args) -> int:
     from jaxrec import runs
 
-    ds = _data.load_dir(args.data)
+    ds = _load(args)
     out = pathlib.Path(args.out or f"runs/{args.method}-{args.source}-{args.target}-seed{args.seed}")
     trained, run_dir = runs.train_run(
         ds,
@@ -175,6 +199,7 @@ def _cmd_train(args) -> int:
         out=out,
         data_path=args.data,
         seed=args.seed,
+        shared_users=args.shared_users,
         **_overrides(args),
     )
     print(f"saved run to {run_dir}")
@@ -220,7 +245,7 @@ def _cmd_sweep(args) -> int:
     from jaxrec import sweep
 
     if args.data:
-        ds, source, target = _data.load_dir(args.data), args.source, args.target
+        ds, source, target = _load(args), args.source, args.target
     else:
         ds, _ = _data.synthetic(seed=0)
         ds = _data.cold_start_split(ds, "source", "target", fraction=0.2, seed=0)
@@ -260,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="source domain (the cold users' history)")
     p.add_argument("--target", required=True, help="target domain (where cold users are ranked)")
     p.add_argument("--method", required=True, help="recipe name (see `jaxrec methods`)")
+    p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the method's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config fields, e.g. --set dim=128 lam=0.5")
@@ -287,6 +313,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: embedded synthetic data)")
     p.add_argument("--source", default=None, help="source domain (with --data)")
     p.add_argument("--target", default=None, help="target domain (with --data)")
+    p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
     p.add_argument("--lam", type=float, nargs="+", default=None, help="λ values")
     p.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="parameter-init seeds")
@@ -299,6 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_methods)
     p = sub.add_parser("data", help="load a directory-format dataset and print its summary")
     p.add_argument("--data", required=True, help="folder with <domain>/{train,valid,test}.txt")
+    p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
     p.set_defaults(func=_cmd_data)
     return parser
 

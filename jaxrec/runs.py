@@ -174,8 +174,12 @@ def save_run(
     data_path: str | None,
     seed: int,
     train_seconds: float,
+    shared_users: int | str | None = None,
 ) -> pathlib.Path:
-    """Writes ``run.json``, ``history.jsonl`` and the Orbax ``checkpoint/`` of ``trained``'s scorers."""
+    """Writes ``run.json``, ``history.jsonl`` and the Orbax ``checkpoint/`` of ``trained``'s scorers.
+
+    ``data_path`` and ``shared_users`` record how the dataset was loaded (``load_dir(data_path,
+    shared_users=...)``), so that ``jaxrec evaluate`` loads it the same way."""
     run_dir = pathlib.Path(run_dir)
     if (run_dir / RUN_FILE).exists() or (run_dir / "checkpoint").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --out or delete it")
@@ -195,6 +199,7 @@ def save_run(
         "source": source,
         "target": target,
         "data": None if data_path is None else str(pathlib.Path(data_path).absolute()),
+        "shared_users": shared_users,
         "dataset": fingerprint(ds),
         "seed": int(seed),
         "config": _jsonable(trained.config),
@@ -230,7 +235,7 @@ def load_dataset(meta: dict, data_path: str | None = None) -> _data.CrossDomainD
     path = data_path or meta.get("data")
     if path is None:
         raise RunError("this run was trained on in-memory data; pass the dataset directory with --data")
-    ds = _data.load_dir(path)
+    ds = _data.load_dir(path, shared_users=meta.get("shared_users"))
     check_dataset(meta, ds, path)
     return ds
 
@@ -328,6 +333,7 @@ def train_run(
     out: str | pathlib.Path,
     data_path: str | None = None,
     seed: int = 0,
+    shared_users: int | str | None = None,
     **overrides,
 ) -> tuple[methods.Trained, pathlib.Path]:
     """Trains ``method`` (``methods.run`` with ``seed`` and ``overrides``) and saves it as a run directory."""
@@ -347,5 +353,6 @@ def train_run(
         data_path=data_path,
         seed=seed,
         train_seconds=seconds,
+        shared_users=shared_users,
     )
     return trained, path

@@ -357,6 +357,64 @@ def test_synthetic_is_deterministic_and_configurable():
         D.synthetic(overlap=1.5)
 
 
+def test_shared_users_bound_splits_ids_above_it(tiny_dir):
+    # Users 30 and 40 are local to their domain: video's 40 (test) and game's 40 (train) are two people.
+    ds = D.load_dir(tiny_dir, shared_users=30)
+    assert ds.n_users == 6
+    assert sorted(ds.user_ids.tolist()) == ["10", "20", "game:30", "game:40", "video:30", "video:40"]
+    assert ds.overlap()[("game", "video")] == 2
+    # The test users have no game history any more, so none of them is a game->video cold-start user.
+    assert ds.cold_users("game", "video", "test").size == 0
+    assert any("user ids >= 30 are local" in n for n in ds.notes)
+    game_users = ds.raw_users(ds.interactions("game", "train").users)
+    np.testing.assert_array_equal(game_users, ["10", "10", "20", "game:30", "game:40"])
+
+
+def test_shared_users_below_heldout_uses_the_largest_heldout_id(tmp_path):
+    # CDRIB's layout: common users 0, 1; cold-start (held-out) user 2; ids >= 3 numbered per domain.
+    _write(tmp_path, "game", "train", ["0\t1", "1\t2", "2\t1", "3\t1", "4\t2"])
+    _write(tmp_path, "video", "train", ["0\t7", "1\t8", "3\t8", "4\t7"])
+    _write(tmp_path, "video", "test", ["2\t7"])
+    ds = D.load_dir(tmp_path, shared_users="below_heldout")
+    assert ds.overlap()[("game", "video")] == 2  # 0 and 1; the 3s and 4s are four different people
+    assert ds.n_users == 7
+    np.testing.assert_array_equal(ds.raw_users(ds.cold_users("game", "video", "test")), ["2"])
+    assert D.load_dir(tmp_path).overlap()[("game", "video")] == 4  # the default reads every id as shared
+    via_arrays = D.from_arrays(
+        {"a": {"train": ([0, 5], [1, 1]), "test": ([1], [1])}, "b": {"train": ([0, 1, 5], [3, 3, 3])}},
+        shared_users="below_heldout",
+    )
+    assert via_arrays.overlap()[("a", "b")] == 1
+
+
+@pytest.mark.parametrize(
+    "value, match",
+    [("nearest", "shared_users='nearest'"), (-1, "integer >= 0"), (True, "integer >= 0"), (2.5, "integer >= 0")],
+)
+def test_shared_users_bad_values(tiny_dir, value, match):
+    with pytest.raises(D.DataError, match=match):
+        D.load_dir(tiny_dir, shared_users=value)
+
+
+def test_shared_users_needs_integer_ids_and_heldout_users(tmp_path):
+    _write(tmp_path, "a", "train", ["alice\tx"])
+    _write(tmp_path, "b", "train", ["alice\ty"])
+    with pytest.raises(D.DataError, match="needs integer user ids.*domain 'a' split 'train'"):
+        D.load_dir(tmp_path, integer_ids=False, shared_users=1)
+    _write(tmp_path, "a", "train", ["1\t2"])
+    _write(tmp_path, "b", "train", ["1\t3"])
+    with pytest.raises(D.DataError, match="needs valid/test users"):
+        D.load_dir(tmp_path, shared_users="below_heldout")
+
+
+def test_summary_counts_users_in_both_valid_and_test(tmp_path):
+    _write(tmp_path, "a", "train", ["1\t2", "2\t2"])
+    _write(tmp_path, "b", "train", ["1\t3", "1\t4", "2\t4"])
+    _write(tmp_path, "b", "valid", ["2\t3"])
+    _write(tmp_path, "b", "test", ["2\t4"])
+    assert "users in both valid and test of b: 1 (of 1 / 1)" in D.load_dir(tmp_path).summary()
+
+
 # ---------------------------------------------------------------------------------------------- shared benchmark
 
 
@@ -374,3 +432,18 @@ def test_amazon_game_video_counts(amazon_dir):
     assert ds.interactions("video", "valid").size == 1_435
     assert ds.interactions("game", "valid").size == 1_381 and ds.interactions("game", "test").size == 1_304
     assert ds.notes == ()  # nothing deduplicated or dropped
+
+
+@pytest.mark.shared_data
+def test_amazon_game_video_true_overlap(amazon_dir):
+    # CDRIB's preprocessing numbers the common users 0..2178 (the cold-start users 1736..2178 last) and every
+    # other user per domain: only 1,736 train users are one person in both domains.
+    ds = D.load_dir(amazon_dir, shared_users="below_heldout")
+    assert ds.overlap()[("game", "video")] == 1_736
+    assert ds.n_users == 1_736 + 217 + 226 + 22_846 + 17_278
+    for source, target, n in (("game", "video", 216), ("video", "game", 212)):
+        assert ds.cold_users(source, target, "test").size == n
+    assert ds.interactions("video", "train").size == 156_091
+    # The valid and test users of a direction are (nearly) the same people, each with half of their held-out items.
+    summary = ds.summary()
+    assert "users in both valid and test of video: 209 (of 210 / 216)" in summary

@@ -116,3 +116,20 @@ def test_cli_sweep_and_methods(dataset_dir, capsys):
     assert "popularity" in capsys.readouterr().err
     assert cli.main(["methods"]) == 0
     assert "item_map" in capsys.readouterr().out
+
+
+def test_cli_shared_users_is_recorded_and_reused(dataset_dir, tmp_path, capsys):
+    run = tmp_path / "run"
+    args = ["--data", dataset_dir, "--source", "source", "--target", "target", "--out", run, "--ks", 10]
+    assert cli.main([str(a) for a in ("train", *args, "--method", "popularity", "--shared-users", 250)]) == 0
+    meta = json.loads((run / "run.json").read_text())
+    assert meta["shared_users"] == 250
+    n_local = json.loads((run / "run.json").read_text())["dataset"]["n_users"]
+    assert n_local > data.load_dir(dataset_dir).n_users  # ids >= 250 became one user per domain
+    capsys.readouterr()
+    assert cli.main(["evaluate", "--run", str(run), "--ks", "10"]) == 0  # reloads with the recorded setting
+    assert cli.main(["data", "--data", str(dataset_dir), "--shared-users", "250"]) == 0
+    assert "user ids >= 250 are local to their domain" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        cli.main(["data", "--data", str(dataset_dir), "--shared-users", "some"])
+    assert "expected 'all', 'below_heldout' or an integer" in capsys.readouterr().err
