@@ -43,7 +43,15 @@ from jaxrec.data import (
     ratio_split,
     synthetic,
 )
-from jaxrec.diagnostics import diagnose, domain_gap, format_report, overlap_stats, proxy_a_distance
+from jaxrec.diagnostics import (
+    diagnose,
+    domain_gap,
+    format_link_test,
+    format_report,
+    link_test,
+    overlap_stats,
+    proxy_a_distance,
+)
 from jaxrec.evaluate import (
     Scorer,
     embedding_scorer,
@@ -191,6 +199,7 @@ __all__ = [
     "fit",
     "fit_mapping",
     "FitResult",
+    "format_link_test",
     "format_report",
     "from_arrays",
     "from_table",
@@ -210,6 +219,7 @@ __all__ = [
     "LightGCNConfig",
     "limit_overlap",
     "linear_mmd",
+    "link_test",
     "load_dir",
     "load_recbole",
     "load_scorers",

@@ -14,7 +14,8 @@
 * ``jaxrec sweep --method mmd --lam 0.1 0.3 1 3 [--data DIR --source S --target T]`` — train several
   configurations in one vmapped program (default data: the embedded synthetic set) and print a table.
 * ``jaxrec methods`` — list the recipes and their default configs.
-* ``jaxrec data --data DIR`` — load a directory-format dataset and print its summary.
+* ``jaxrec data --data DIR [--link-test S T]`` — load a directory-format dataset and print its summary (and a
+  permutation test of whether its overlapping users are really the same people in both domains).
 """
 
 from __future__ import annotations
@@ -57,6 +58,12 @@ def _load(args) -> _data.CrossDomainDataset:
 def _cmd_data(args) -> int:
     ds = _load(args)
     print(ds.summary())
+    if args.link_test:
+        from jaxrec import diagnostics
+
+        source, target = args.link_test
+        print()
+        print(diagnostics.format_link_test(diagnostics.link_test(ds, source, target)))
     return 0
 
 
@@ -327,6 +334,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("data", help="load a directory-format dataset and print its summary")
     p.add_argument("--data", required=True, help="folder with <domain>/{train,valid,test}.txt")
     p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
+    p.add_argument(
+        "--link-test",
+        nargs=2,
+        metavar=("SOURCE", "TARGET"),
+        default=None,
+        help="also test whether the overlapping users are one person in both domains (diagnostics.link_test)",
+    )
     p.set_defaults(func=_cmd_data)
     return parser
 

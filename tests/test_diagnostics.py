@@ -270,3 +270,80 @@ def test_diagnose_on_a_trained_model(trained_mmd):
     assert [p.get_height() for p in fig.axes[0].patches] == pytest.approx(
         [report["gaps"]["domains"]["mmd"], report["gaps"]["cold_vs_warm"]["mmd"]]
     )
+
+
+# ---------------------------------------------------------------------------------------------- link test
+
+
+def _scramble_target(ds, first_scrambled: int, seed: int = 0):
+    """``ds`` with the target rows of users ``>= first_scrambled`` permuted among them (links broken)."""
+    perm = np.arange(ds.n_users)
+    tail = np.arange(first_scrambled, ds.n_users)
+    perm[tail] = np.random.default_rng(seed).permutation(tail)
+    arrays = {}
+    for d in ds.domain_names:
+        arrays[d] = {}
+        for split in ds.splits(d):
+            inter = ds.interactions(d, split)
+            arrays[d][split] = (perm[inter.users] if d == "target" else inter.users, inter.items)
+    return data.from_arrays(arrays)
+
+
+def test_link_test_finds_the_users_whose_links_are_broken():
+    ds, _ = data.synthetic(n_users=1200, n_items=(200, 150), seed=0)
+    intact = diagnostics.link_test(ds, "source", "target", bands=4)
+    assert intact["auc"] > intact["auc_permuted"] + 0.08
+    assert all(b["auc"] - b["auc_permuted"] > 0.08 for b in intact["bands"])
+    broken = diagnostics.link_test(_scramble_target(ds, 600), "source", "target", bands=4)
+    gains = [b["auc"] - b["auc_permuted"] for b in broken["bands"]]
+    assert gains[0] > 0.04 and gains[1] > 0.04  # users 0..~600 keep their links
+    assert abs(gains[2]) < 0.03 and abs(gains[3]) < 0.03  # the scrambled ones look like broken links
+    assert broken["bands"][0]["first_user"] == 0 and broken["bands"][-1]["last_user"] == 1199
+    text = diagnostics.format_link_test(broken)
+    assert "link test source -> target" in text and len(text.splitlines()) == 2 + 4
+    json.dumps(broken)
+
+
+def test_link_test_matches_a_dense_float64_reference():
+    ds, _ = data.synthetic(n_users=150, n_items=(30, 20), seed=4)
+    report = diagnostics.link_test(ds, "source", "target", n_negatives=4000, bands=1, seed=1)
+    overlap = np.intersect1d(ds.users_with("source"), ds.users_with("target"))
+    xs = np.zeros((ds.n_users, ds.n_items("source")))
+    xt = np.zeros((ds.n_users, ds.n_items("target")))
+    for x, d in ((xs, "source"), (xt, "target")):
+        inter = ds.interactions(d, "train")
+        x[inter.users, inter.items] = 1.0
+    xs, xt = xs[overlap], xt[overlap]
+    shared = xs @ xs.T
+    np.fill_diagonal(shared, 0.0)  # leave the user out of their own map
+    scores = shared @ xt
+    catalogue = xt.sum(0) > 0
+    aucs = []
+    for u in range(overlap.size):
+        pos, neg = scores[u, xt[u] > 0], scores[u, catalogue & (xt[u] == 0)]
+        aucs.append((pos[:, None] > neg[None, :]).mean() + 0.5 * (pos[:, None] == neg[None, :]).mean())
+    assert report["evaluated"] == overlap.size
+    assert report["auc"] == pytest.approx(np.mean(aucs), abs=0.01)  # 4000 sampled negatives vs all of them
+
+
+def test_link_test_bad_input():
+    ds, _ = data.synthetic(n_users=100, n_items=(40, 30), seed=0)
+    with pytest.raises(data.DataError, match="must differ"):
+        diagnostics.link_test(ds, "source", "source")
+    with pytest.raises(data.DataError, match="unknown domain 'nope'"):
+        diagnostics.link_test(ds, "source", "nope")
+    with pytest.raises(ValueError, match="max_users"):
+        diagnostics.link_test(ds, "source", "target", max_users=0)
+    lonely = data.from_arrays({"a": {"train": ([0, 1], [0, 0])}, "b": {"train": ([1, 2], [0, 0])}})
+    with pytest.raises(data.DataError, match="at least 3 users"):
+        diagnostics.link_test(lonely, "a", "b")
+
+
+@pytest.mark.shared_data
+def test_link_test_on_amazon_shows_the_per_domain_ids(amazon_dir):
+    # Read as shared, only the lowest ids (the 1,736 true common users) link the domains; read correctly, all do.
+    plain = diagnostics.link_test(data.load_dir(amazon_dir), "game", "video", max_users=3000)
+    gains = [b["auc"] - b["auc_permuted"] for b in plain["bands"]]
+    assert gains[0] > 0.03 and np.mean(gains[1:]) < 0.01
+    fixed = diagnostics.link_test(data.load_dir(amazon_dir, shared_users="below_heldout"), "game", "video")
+    assert fixed["overlap_users"] == 1_736 and min(b["auc"] - b["auc_permuted"] for b in fixed["bands"]) > 0.03

@@ -130,6 +130,8 @@ def test_cli_shared_users_is_recorded_and_reused(dataset_dir, tmp_path, capsys):
     assert cli.main(["evaluate", "--run", str(run), "--ks", "10"]) == 0  # reloads with the recorded setting
     assert cli.main(["data", "--data", str(dataset_dir), "--shared-users", "250"]) == 0
     assert "user ids >= 250 are local to their domain" in capsys.readouterr().out
+    assert cli.main(["data", "--data", str(dataset_dir), "--link-test", "source", "target"]) == 0
+    assert "link test source -> target" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         cli.main(["data", "--data", str(dataset_dir), "--shared-users", "some"])
     assert "expected 'all', 'below_heldout' or an integer" in capsys.readouterr().err
