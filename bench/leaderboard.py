@@ -78,16 +78,6 @@ def _done(path: pathlib.Path, shared_users: str) -> dict[tuple, dict]:
     return runs
 
 
-def _shared_users_arg(value: str):
-    """``--shared-users``: ``all`` (every id shared), ``below_heldout`` or an integer bound."""
-    if value in ("all", "below_heldout"):
-        return value
-    try:
-        return int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{value!r}: expected 'all', 'below_heldout' or an integer") from None
-
-
 def selection_score(record: dict) -> float:
     """What the recommended method is chosen by: valid NDCG@10, mean of the sampled and full-ranking protocols."""
     return 0.5 * (record["valid"]["sampled"]["NDCG@10"] + record["valid"]["full"]["NDCG@10"])
@@ -132,13 +122,18 @@ def main(argv=None) -> int:
     parser.add_argument("--set", nargs="*", default=[], metavar="METHOD.KEY=VALUE", help="per-method overrides")
     parser.add_argument(
         "--shared-users",
-        type=_shared_users_arg,
         default="below_heldout",
         help="which user ids are one person in both domains: below_heldout (default; CDRIB's layout), all, or N",
     )
     parser.add_argument("--table-only", action="store_true", help="print the table from --out and exit")
     parser.add_argument("--plot", default=None, help="write a bar chart of test NDCG@10 per method (both protocols)")
     args = parser.parse_args(argv)
+    from jaxrec.cli import shared_users_arg  # the same parser as `jaxrec train --shared-users`
+
+    try:
+        shared = shared_users_arg(args.shared_users)
+    except argparse.ArgumentTypeError as e:
+        parser.error(f"argument --shared-users: {e}")
 
     out = pathlib.Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -158,9 +153,8 @@ def main(argv=None) -> int:
         names = args.methods or sorted(methods.METHODS)
         for name in names:
             methods.get_method(name)  # unknown names fail before any training
-        shared = None if args.shared_users == "all" else args.shared_users
         ds = data.load_dir(data_dir, shared_users=shared)
-        done = _done(out, str(args.shared_users))
+        done = _done(out, args.shared_users)
         for source, target in pairs:
             for name in names:
                 fields = {f.name for f in dataclasses.fields(methods.get_method(name).default_config)}
@@ -185,7 +179,7 @@ def main(argv=None) -> int:
                             "target": target,
                             "method": name,
                             "seed": seed,
-                            "shared_users": str(args.shared_users),
+                            "shared_users": args.shared_users,
                             "overrides": kw,
                             **metrics,
                             "train_s": train_s,
@@ -200,7 +194,7 @@ def main(argv=None) -> int:
                         f"full {record['test']['full']['NDCG@10']:.4f} ({record['train_s']:.0f}s train)",
                         flush=True,
                     )
-    records = list(_done(out, str(args.shared_users)).values())
+    records = list(_done(out, args.shared_users).values())
     for source, target in pairs:
         text, best = table(records, source, target)
         if best is None:

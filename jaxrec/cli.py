@@ -33,7 +33,7 @@ from jaxrec import data as _data
 DEMO_METHODS = ("popularity", "target_only", "cmf")
 
 
-def _shared_users(value: str) -> int | str | None:
+def shared_users_arg(value: str) -> int | str | None:
     """``--shared-users``: ``all`` (None: every user id is one person in all domains), ``below_heldout`` or N."""
     if value == "all":
         return None
@@ -292,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--source", required=True, help="source domain (the cold users' history)")
     p.add_argument("--target", required=True, help="target domain (where cold users are ranked)")
     p.add_argument("--method", required=True, help="recipe name (see `jaxrec methods`)")
-    p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
+    p.add_argument("--shared-users", type=shared_users_arg, default=None, help=SHARED_USERS_HELP)
     p.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: the method's)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config fields, e.g. --set dim=128 lam=0.5")
@@ -320,7 +320,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="dataset folder (default: embedded synthetic data)")
     p.add_argument("--source", default=None, help="source domain (with --data)")
     p.add_argument("--target", default=None, help="target domain (with --data)")
-    p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
+    p.add_argument("--shared-users", type=shared_users_arg, default=None, help=SHARED_USERS_HELP)
     p.add_argument("--lam", type=float, nargs="+", default=None, help="λ values")
     p.add_argument("--lr", type=float, nargs="+", default=None, help="learning rates")
     p.add_argument("--seeds", type=int, nargs="+", default=None, help="parameter-init seeds")
@@ -333,7 +333,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=_cmd_methods)
     p = sub.add_parser("data", help="load a directory-format dataset and print its summary")
     p.add_argument("--data", required=True, help="folder with <domain>/{train,valid,test}.txt")
-    p.add_argument("--shared-users", type=_shared_users, default=None, help=SHARED_USERS_HELP)
+    p.add_argument("--shared-users", type=shared_users_arg, default=None, help=SHARED_USERS_HELP)
     p.add_argument(
         "--link-test",
         nargs=2,
