@@ -1,0 +1,49 @@
+"""Host-side cross-domain data: domains over one shared user id space, loaders, splits, synthetic data.
+
+Everything here is numpy on the host and immutable: a loader returns a :class:`CrossDomainDataset`, a split
+returns a new one. Devices only ever see the fixed-shape batches built from it (``jaxrec.batching``). The id
+conventions (one shared user id space, per-domain item ids, raw ids kept in ``user_ids``/``item_ids``) are
+stated in ``jaxrec.data.dataset``.
+
+Modules, along the data path (each imports only those above it):
+  * ``dataset``: the in-memory types :class:`CrossDomainDataset`, :class:`Domain`, :class:`Interactions`,
+    :class:`CSR`, and :class:`DataError`.
+  * ``build``: a dataset from raw ids (:func:`from_arrays`; ``build.RawSplit`` and ``build.from_raw`` for
+    loaders), the ``shared_users`` rules.
+  * ``loaders``: :func:`load_dir`, :func:`load_recbole`, :func:`from_table`.
+  * ``splits``: :func:`cold_start_split`, :func:`leave_one_out`, :func:`ratio_split`, :func:`limit_overlap`.
+  * ``synth``: :func:`synthetic` data with a planted cross-domain structure (:class:`SyntheticConfig`,
+    :class:`Planted`).
+
+Example:
+  >>> ds = jaxrec.data.load_dir("../shared/data/amazon-game-video", shared_users="below_heldout")
+  >>> users, items, *_ = ds.interactions("video", "train")
+  >>> print(ds.summary())
+"""
+
+from jaxrec.data.build import SHARED_USERS_RULES, from_arrays
+from jaxrec.data.dataset import CSR, SPLITS, CrossDomainDataset, DataError, Domain, Interactions
+from jaxrec.data.loaders import from_table, load_dir, load_recbole
+from jaxrec.data.splits import cold_start_split, leave_one_out, limit_overlap, ratio_split
+from jaxrec.data.synth import Planted, SyntheticConfig, synthetic
+
+__all__ = [
+    "CSR",
+    "SHARED_USERS_RULES",
+    "SPLITS",
+    "CrossDomainDataset",
+    "DataError",
+    "Domain",
+    "Interactions",
+    "Planted",
+    "SyntheticConfig",
+    "cold_start_split",
+    "from_arrays",
+    "from_table",
+    "leave_one_out",
+    "limit_overlap",
+    "load_dir",
+    "load_recbole",
+    "ratio_split",
+    "synthetic",
+]

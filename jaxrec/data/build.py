@@ -1,0 +1,250 @@
+"""Building a :class:`~jaxrec.data.dataset.CrossDomainDataset` from raw ids: every loader ends here.
+
+A loader reads each split's raw columns into a :class:`RawSplit` (raw user and item ids, ints or strings, with
+the file and line numbers they came from) and hands ``{domain: {split: RawSplit}}`` to :func:`from_raw`, which
+applies the shared-user rule (``shared_users``), remaps raw ids to contiguous ids in sorted raw order, checks
+held-out items against train and drops or rejects duplicates, recording every change in ``dataset.notes``.
+:func:`from_arrays` does the same for in-memory arrays.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Mapping
+
+import numpy as np
+
+from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, Domain, Interactions
+
+
+@dataclasses.dataclass
+class RawSplit:
+    """Raw columns of one split, with provenance for error messages.
+
+    Attributes:
+      users: ``[n]`` raw user ids (int64 or strings).
+      items: ``[n]`` raw item ids (int64 or strings).
+      ratings: optional ``float32 [n]``.
+      timestamps: optional ``float64 [n]``.
+      source: the file name or a description, quoted in error messages.
+      lines: optional ``int64 [n]`` 1-based line number of each row in ``source`` (else errors name the row).
+    """
+
+    users: np.ndarray  # raw ids (int64 or str)
+    items: np.ndarray
+    ratings: np.ndarray | None = None  # float32
+    timestamps: np.ndarray | None = None  # float64
+    source: str = "<arrays>"  # file name or description
+    lines: np.ndarray | None = None  # 1-based line number of each row in ``source``
+
+
+def _where(raw: RawSplit, row: int) -> str:
+    line = f", line {int(raw.lines[row])}" if raw.lines is not None else f", row {row}"
+    return f"{raw.source}{line}"
+
+
+def _sorted_unique(values: list[np.ndarray]) -> np.ndarray:
+    values = [v for v in values if v.size]
+    if not values:
+        return np.zeros(0, np.int64)
+    kinds = {v.dtype.kind for v in values}
+    if len(kinds) > 1:  # mixed ints and strings: compare as strings
+        values = [v.astype(str) for v in values]
+    return np.unique(np.concatenate(values))
+
+
+SHARED_USERS_RULES = ("below_heldout",)  # the named rules ``shared_users`` accepts besides None and an integer
+
+
+def _shared_bound(raw: Mapping[str, Mapping[str, RawSplit]], shared_users: int | str) -> int:
+    """The bound ``N`` of ``shared_users``: integer user ids ``< N`` name one person in every domain."""
+    if isinstance(shared_users, str):
+        if shared_users != "below_heldout":
+            raise DataError(f"shared_users={shared_users!r}; expected None, an integer or one of {SHARED_USERS_RULES}")
+        held = [s.users for splits in raw.values() for k, s in splits.items() if k != "train" and len(s.users)]
+        if not held:
+            raise DataError("shared_users='below_heldout' needs valid/test users to find the bound; there are none")
+        return int(max(int(np.max(u)) for u in held)) + 1
+    if isinstance(shared_users, bool) or not isinstance(shared_users, (int, np.integer)) or shared_users < 0:
+        raise DataError(f"shared_users={shared_users!r}; expected None, an integer >= 0 or one of {SHARED_USERS_RULES}")
+    return int(shared_users)
+
+
+def _localize_users(
+    raw: Mapping[str, Mapping[str, RawSplit]], shared_users: int | str
+) -> tuple[dict[str, dict[str, RawSplit]], str]:
+    """Renames every user id ``>= N`` to the string ``"<domain>:<id>"``, so equal numbers in two domains stay
+    two people; ids ``< N`` become the string ``"<id>"`` and stay shared."""
+    for name, splits in raw.items():
+        for split, r in splits.items():
+            if r.users.dtype.kind not in "iu":
+                raise DataError(
+                    f"shared_users={shared_users!r} needs integer user ids, but domain {name!r} split {split!r} "
+                    f"({r.source}) has {r.users.dtype} ids"
+                )
+    bound = _shared_bound(raw, shared_users)
+    out: dict[str, dict[str, RawSplit]] = {}
+    local = {}
+    for name, splits in raw.items():
+        out[name] = {}
+        for split, r in splits.items():
+            ids = r.users.astype(np.int64)
+            is_local = ids >= bound
+            names = np.where(is_local, np.char.add(f"{name}:", ids.astype(str)), ids.astype(str))
+            out[name][split] = dataclasses.replace(r, users=names.astype(str))
+            local.setdefault(name, set()).update(np.unique(ids[is_local]).tolist())
+    counts = ", ".join(f"{name} {len(v):,}" for name, v in local.items())
+    return out, f"user ids >= {bound} are local to their domain (shared_users={shared_users!r}): {counts}"
+
+
+def from_raw(
+    raw: Mapping[str, Mapping[str, RawSplit]],
+    *,
+    unknown_items: str = "error",
+    duplicates: str = "drop",
+    item_space: str = "train",
+    shared_users: int | str | None = None,
+) -> CrossDomainDataset:
+    """Builds a dataset from raw splits: remaps raw ids to contiguous ids and validates.
+
+    Args:
+      raw: ``{domain: {split: RawSplit}}``; every domain needs a non-empty ``"train"`` split, split names are
+        among ``SPLITS``.
+      unknown_items, duplicates, item_space, shared_users: see :func:`from_arrays`.
+
+    Returns:
+      A :class:`~jaxrec.data.dataset.CrossDomainDataset` whose ``notes`` count everything dropped.
+
+    Raises:
+      DataError: an invalid option, an empty or unknown split, or bad ids (naming ``RawSplit.source`` and line).
+    """
+    if unknown_items not in ("error", "drop"):
+        raise DataError(f"unknown_items={unknown_items!r}; expected 'error' or 'drop'")
+    if duplicates not in ("drop", "keep", "error"):
+        raise DataError(f"duplicates={duplicates!r}; expected 'drop', 'keep' or 'error'")
+    if item_space not in ("train", "all"):
+        raise DataError(f"item_space={item_space!r}; expected 'train' or 'all'")
+    if not raw:
+        raise DataError("no domains given")
+    notes: list[str] = []
+    for name, splits in raw.items():
+        if "train" not in splits or len(splits["train"].users) == 0:
+            where = splits["train"].source if "train" in splits else f"domain {name!r}"
+            raise DataError(f"domain {name!r} has no train interactions ({where}): an empty domain cannot be used")
+        for split in splits:
+            if split not in SPLITS:
+                raise DataError(f"domain {name!r}: unknown split {split!r}; expected one of {SPLITS}")
+    if shared_users is not None:
+        raw, note = _localize_users(raw, shared_users)
+        notes.append(note)
+
+    user_ids = _sorted_unique([s.users for splits in raw.values() for s in splits.values()])
+    domains = {}
+    for name, splits in raw.items():
+        space = [splits["train"].items] if item_space == "train" else [s.items for s in splits.values()]
+        item_ids = _sorted_unique(space)
+        out = {}
+        for split, r in splits.items():
+            users_raw, items_raw = r.users, r.items
+            if user_ids.dtype.kind != users_raw.dtype.kind:
+                users_raw = users_raw.astype(user_ids.dtype)
+            if item_ids.dtype.kind != items_raw.dtype.kind:
+                items_raw = items_raw.astype(item_ids.dtype)
+            u = np.searchsorted(user_ids, users_raw).astype(np.int32)
+            i = np.searchsorted(item_ids, items_raw)
+            known = (i < item_ids.size) & (item_ids[np.minimum(i, item_ids.size - 1)] == items_raw)
+            keep = np.ones(len(u), bool)
+            if not known.all():
+                bad = int(np.flatnonzero(~known)[0])
+                if unknown_items == "error":
+                    raise DataError(
+                        f"{_where(r, bad)}: item {items_raw[bad].item()!r} of domain {name!r} split {split!r} "
+                        f"never occurs in that domain's train split ({int((~known).sum())} such rows); pass "
+                        f"unknown_items='drop' to filter them (counted in dataset.notes)"
+                    )
+                notes.append(f"{name}/{split}: dropped {int((~known).sum())} interactions whose item is not in train")
+                keep &= known
+            i = np.where(known, i, 0).astype(np.int32)
+            if duplicates != "keep":
+                key = u.astype(np.int64) * (item_ids.size + 1) + i
+                key = np.where(keep, key, -1)
+                _, first = np.unique(key, return_index=True)
+                dup = np.ones(len(u), bool)
+                dup[first] = False
+                dup &= keep
+                if dup.any():
+                    if duplicates == "error":
+                        row = int(np.flatnonzero(dup)[0])
+                        raise DataError(
+                            f"{_where(r, row)}: duplicate interaction (user {users_raw[row].item()!r}, item "
+                            f"{items_raw[row].item()!r}) in domain {name!r} split {split!r}"
+                        )
+                    notes.append(f"{name}/{split}: dropped {int(dup.sum())} duplicate interactions (kept the first)")
+                    keep &= ~dup
+            inter = Interactions(u, i, r.ratings, r.timestamps)
+            out[split] = inter if keep.all() else inter.take(keep)
+        domains[name] = Domain(name=name, n_items=int(item_ids.size), splits=out, item_ids=item_ids)
+    return CrossDomainDataset(domains, int(user_ids.size), user_ids, tuple(notes))
+
+
+def from_arrays(
+    domains: Mapping[str, Mapping[str, Any]],
+    *,
+    unknown_items: str = "error",
+    duplicates: str = "drop",
+    item_space: str = "train",
+    shared_users: int | str | None = None,
+) -> CrossDomainDataset:
+    """Builds a dataset from in-memory arrays of raw ids.
+
+    Args:
+      domains: ``{domain: {split: (users, items[, ratings[, timestamps]])}}`` or with a dict
+        ``{"users":…, "items":…, "ratings":…, "timestamps":…}`` per split. Raw ids may be ints or strings.
+      unknown_items: a valid/test item absent from the domain's train split: ``"error"`` (default) or
+        ``"drop"`` (filtered, counted in ``notes``).
+      duplicates: repeated ``(user, item)`` pairs within a split: ``"drop"`` (default; keeps the first, counted
+        in ``notes``), ``"keep"`` or ``"error"``.
+      item_space: build each domain's item ids from its ``"train"`` split (default) or from ``"all"`` splits.
+      shared_users: which integer user ids name the same person in every domain. ``None`` (default): all of
+        them. An integer ``N``: ids ``< N`` are shared, and an id ``>= N`` is local to its domain (the same
+        number in two domains is two people; its raw id becomes ``"<domain>:<id>"``, shared ones ``"<id>"``).
+        ``"below_heldout"``: ``N`` is one more than the largest user id in any valid/test split, the layout of
+        CDRIB's preprocessing (see :func:`jaxrec.data.load_dir`).
+
+    Returns:
+      A :class:`CrossDomainDataset`.
+    """
+    raw = {}
+    for name, splits in domains.items():
+        raw[name] = {}
+        for split, value in splits.items():
+            if isinstance(value, Mapping):
+                cols = [value.get(k) for k in ("users", "items", "ratings", "timestamps")]
+            else:
+                cols = list(value) + [None] * (4 - len(value))
+            users, items, ratings, timestamps = cols
+            users, items = np.asarray(users), np.asarray(items)
+            if users.ndim != 1 or users.shape != items.shape:
+                raise DataError(
+                    f"domain {name!r} split {split!r}: users {users.shape} and items {items.shape} must be "
+                    f"1-D of equal length"
+                )
+            for arr, what in ((users, "user"), (items, "item")):
+                if arr.dtype.kind in "iu" and arr.size and arr.min() < 0:
+                    raise DataError(f"domain {name!r} split {split!r}: negative {what} id {int(arr.min())}")
+                if arr.dtype.kind not in "iuUSO" and arr.size:
+                    raise DataError(
+                        f"domain {name!r} split {split!r}: {what} ids must be integers or strings, "
+                        f"got dtype {arr.dtype}"
+                    )
+            if users.dtype.kind == "O":
+                users = users.astype(str)
+            if items.dtype.kind == "O":
+                items = items.astype(str)
+            ratings = None if ratings is None else np.asarray(ratings, np.float32)
+            timestamps = None if timestamps is None else np.asarray(timestamps, np.float64)
+            raw[name][split] = RawSplit(users, items, ratings, timestamps, source=f"domain {name!r} split {split!r}")
+    return from_raw(
+        raw, unknown_items=unknown_items, duplicates=duplicates, item_space=item_space, shared_users=shared_users
+    )
+
