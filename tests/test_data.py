@@ -24,6 +24,21 @@ def tiny_dir(tmp_path):
     return tmp_path
 
 
+# ---------------------------------------------------------------------------------------------- public surface
+
+
+def test_public_names_of_the_package():
+    # The names `jaxrec.data` has always exported, each defined once in a submodule and re-exported here.
+    expected = [
+        "CSR", "CrossDomainDataset", "DataError", "Domain", "Interactions", "Planted", "SHARED_USERS_RULES", "SPLITS",
+        "SyntheticConfig", "cold_start_split", "from_arrays", "from_table", "leave_one_out", "limit_overlap",
+        "load_dir", "load_recbole", "ratio_split", "synthetic",
+    ]  # fmt: skip
+    assert sorted(D.__all__) == expected
+    assert all(getattr(D, name).__module__.startswith("jaxrec.data.") for name in expected if callable(getattr(D, name)))
+    assert D.SPLITS == ("train", "valid", "test") and D.SHARED_USERS_RULES == ("below_heldout",)
+
+
 # ---------------------------------------------------------------------------------------------- directory format
 
 
