@@ -4,14 +4,18 @@ Conventions: B = 4 rows; every forward pass runs under `jax.jit` (see `_jit`); r
 written here from the papers' formulas, fed with the module's own parameters.
 """
 
+import ast
 import functools
+import pathlib
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from flax import linen as nn
 from jax.test_util import check_grads
 
+from jaxrec import models
 from jaxrec.models import (
     MLP,
     PLE,
@@ -397,6 +401,40 @@ def test_embedding_lookup_padding_and_tables():
     with pytest.raises(TypeError, match="integer"):
         emb.apply(params, np.ones(3, np.float32), items, 0)
 
+
+
+def test_embedding_create_tables_from_a_parent_that_reads_one_domain():
+    """A parent that looks up only domain 0 gets every table from `init` once it calls `create_tables`."""
+
+    class Parent(nn.Module):
+        create: bool
+
+        def setup(self):
+            self.embed = CrossDomainEmbedding(num_users=10, num_items=(6, 7, 3), dim=4)
+
+        def __call__(self, users, items):
+            if self.create:  # unguarded, so that apply runs it too
+                self.embed.create_tables()
+            return self.embed.users(users) + self.embed.items(items, 0)
+
+    users, items = np.arange(3, dtype=np.int32), np.array([5, -1, 0], np.int32)
+    shapes = {
+        create: _shapes(jax.eval_shape(Parent(create).init, _key(0), users, items)["params"]["embed"])
+        for create in (False, True)
+    }
+    assert shapes[False] == {"user_table": {"embedding": (10, 4)}, "items_0": {"embedding": (6, 4)}}
+    assert shapes[True] == {
+        "user_table": {"embedding": (10, 4)},
+        "items_0": {"embedding": (6, 4)},
+        "items_1": {"embedding": (7, 4)},
+        "items_2": {"embedding": (3, 4)},
+    }
+    # outside init it changes nothing: same output as the parent without it
+    params = _init(Parent(True), users, items)
+    out = _apply(Parent(True), params, users, items)
+    np.testing.assert_array_equal(out, _apply(Parent(False), params, users, items))
+    p = _np(params)["params"]["embed"]
+    np.testing.assert_allclose(out[0], p["user_table"]["embedding"][0] + p["items_0"]["embedding"][5], rtol=1e-6)
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_two_tower_scores_match_numpy(similarity):
@@ -922,3 +960,24 @@ def test_rank_and_dtype_errors_quote_shapes():
         DomainClassifier().init(_key(), x3)
     with pytest.raises(ValueError, match=r"user_src must be \[batch, d_src\].*\(5,\)"):
         EMCDRMapping().init(_key(), np.ones(5, np.float32))
+
+
+# ------------------------------------------------------------------------------------------------- package
+def test_package_surface_and_one_way_imports():
+    """`jaxrec.models` re-exports its public names; each module imports only `layers` (and `jaxrec.checks`)."""
+    classes = (MLP, PLE, STAR, CoNet, CrossDomainEmbedding, CrossStitch, DomainClassifier, EMCDRMapping)
+    classes += (HistoryEncoder, MMoE, PTUPCDRMeta, SharedBottom, SharedSpecificEncoder, TwoTower)
+    others = ["ACTIVATIONS", "DEFAULT_EMBEDDING_INIT", "Activation", "gradient_reversal"]
+    assert sorted(models.__all__) == sorted(others + [c.__name__ for c in classes])
+    assert all(hasattr(models, name) for name in models.__all__)
+    for path in pathlib.Path(models.__file__).parent.glob("*.py"):
+        if path.name == "__init__.py":
+            continue
+        tree = ast.parse(path.read_text())
+        froms = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)]
+        plain = {alias.name for node in ast.walk(tree) if isinstance(node, ast.Import) for alias in node.names}
+        modules = {node.module for node in froms if node.module} | plain
+        allowed = {"jaxrec"} if path.name == "layers.py" else {"jaxrec", "jaxrec.models.layers"}
+        assert {m for m in modules if m.split(".")[0] == "jaxrec"} <= allowed, (path.name, modules)
+        from_jaxrec = {alias.name for node in froms if node.module == "jaxrec" for alias in node.names}
+        assert from_jaxrec <= {"checks"}, (path.name, from_jaxrec)
