@@ -10,6 +10,7 @@
 Everything runs on the host and returns Python numbers (reports are JSON-serialisable).
 
 Example:
+  >>> import jaxrec
   >>> ds, _ = jaxrec.data.synthetic(n_users=300, n_items=(80, 60))
   >>> ds = jaxrec.data.cold_start_split(ds, "source", "target")
   >>> trained = jaxrec.methods.run("mmd", ds, source="source", target="target", epochs=2, progress=False)

@@ -5,6 +5,7 @@ Axis conventions: ``B`` = users in one call, ``d`` = representation width, ``n_u
 space. A report is JSON-serialisable (Python numbers, strings, lists and dicts).
 
 Example:
+  >>> import jaxrec
   >>> ds, _ = jaxrec.data.synthetic(n_users=300, n_items=(80, 60))
   >>> ds = jaxrec.data.cold_start_split(ds, "source", "target")
   >>> trained = jaxrec.methods.run("mmd", ds, source="source", target="target", epochs=2, progress=False)
@@ -91,6 +92,9 @@ def scorer_user_tables(scorers: Any, *, n_users: int, batch_size: int = 4096) ->
     return tables
 
 
+# --------------------------------------------------------------------------------------------------------------
+# the report: two comparisons of user representations, as a dict, as text, as a figure
+# --------------------------------------------------------------------------------------------------------------
 def _representations(user_vectors: Any, users: np.ndarray, domain: str, n_users: int) -> np.ndarray | None:
     """``[len(users), d]`` representations of ``users`` in ``domain``; None when a table for it is missing."""
     if isinstance(user_vectors, Mapping):

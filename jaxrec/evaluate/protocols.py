@@ -299,6 +299,7 @@ def evaluate(
 
     Example:
         >>> from jaxrec import data
+        >>> from jaxrec.evaluate import popularity_scorer
         >>> ds = data.cold_start_split(data.synthetic(n_users=300, n_items=(80, 60))[0], "source", "target")
         >>> res = evaluate(popularity_scorer(ds.item_popularity("target")), ds, target="target",
         ...                source="source", ks=(10, 20), seeds=(0, 1))

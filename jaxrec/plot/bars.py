@@ -1,9 +1,4 @@
 """Bar charts: a metric of several methods with error bars, and domain-gap measures of compared user sets.
-
-Example:
-  >>> res = {m: evaluate(run(m, ds, ...).scorers["target"], ds, target="target", source="source")
-  ...        for m in ("popularity", "cmf")}
-  >>> metric_bars(res, metric="NDCG@10", protocol="sampled")
 """
 
 from __future__ import annotations

@@ -3,9 +3,6 @@
 Axis conventions:
   n_d       rows (users) of domain ``d`` in an embedding table
   dim       embedding width (the same in every domain of one plot)
-
-Example:
-  >>> embedding_scatter({"source": hs, "target": ht}, title="user vectors")
 """
 
 from __future__ import annotations

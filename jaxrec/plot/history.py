@@ -7,10 +7,6 @@ or writes as JSONL (``TrainConfig.jsonl``, read back with :func:`load_history`):
 ``{"step", "epoch", "loss", "task", "task/<domain>", "discrepancy", "lam", "weighted_discrepancy",
 "grad_norm", "total", "skipped"}`` (means over a logging window) and *evaluation* records
 ``{"step", "epoch", "eval/<metric>"}``.
-
-Example:
-  >>> fig = training_curves(jaxrec.methods.run("cmf", ds, source="source", target="target").history)
-  >>> save(fig, "runs/cmf/curves.png")
 """
 
 from __future__ import annotations
