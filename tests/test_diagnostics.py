@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from jaxrec import data, diagnostics, methods
+from jaxrec.diagnostics.gap import _fit_domain_classifier
 
 # ----------------------------------------------------------------------------------------------------------------
 # float64 references, written independently of the library
@@ -84,9 +85,9 @@ def test_proxy_a_distance_is_deterministic_and_scale_free():
 def test_proxy_a_distance_compiles_once_per_size_bucket():
     rng = np.random.default_rng(5)
     diagnostics.proxy_a_distance(rng.normal(size=(40, 4)), rng.normal(size=(30, 4)))
-    size = diagnostics._fit_domain_classifier._cache_size()
+    size = _fit_domain_classifier._cache_size()
     diagnostics.proxy_a_distance(rng.normal(size=(50, 4)), rng.normal(size=(20, 4)), seed=1)
-    assert diagnostics._fit_domain_classifier._cache_size() == size
+    assert _fit_domain_classifier._cache_size() == size
 
 
 @pytest.mark.parametrize(

@@ -2,19 +2,20 @@
 
 Scores are made exact in float32 (small-integer embeddings, ×1000, plus a distinct per-item tie-breaker in
 [0, N)), so the jitted top-k and the float64 argsort see the same strict order and the comparison is exact
-up to float32 rounding of the metric means.
+up to float32 rounding of the metric means. The references draw their own negatives (the documented rule, in
+plain numpy) and compute every metric by hand, so they share no code with jaxrec.
 """
 
 import gc
-import math
 import weakref
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from test_metrics import ref_negatives, ref_user_metrics
 
-from jaxrec import data, metrics
+from jaxrec import data
 from jaxrec import evaluate as ev
 
 TOL = dict(rtol=1e-5, atol=1e-6)  # float32 per-user metrics averaged in float64 vs float64 references
@@ -103,23 +104,7 @@ def _ref_full(scores, ds, users, ks):
         s = scores[u].astype(np.float64).copy()
         s[train.items[train.users == u]] = -np.inf
         ranked = np.argsort(-s, kind="stable")
-        pos = set(test.items[test.users == u].tolist())
-        hits = [int(i) in pos for i in ranked[: max(ks)]]
-        first = next((r for r, h in enumerate(hits) if h), None)
-        vals = {"MRR": 0.0 if first is None else 1.0 / (first + 1)}
-        for k in ks:
-            h = sum(hits[:k])
-            dcg = sum(1.0 / math.log2(r + 2) for r in range(k) if hits[r])
-            idcg = sum(1.0 / math.log2(r + 2) for r in range(min(len(pos), k)))
-            vals.update(
-                {
-                    f"Recall@{k}": h / len(pos),
-                    f"Precision@{k}": h / k,
-                    f"NDCG@{k}": dcg / idcg,
-                    f"HR@{k}": float(h > 0),
-                    f"MRR@{k}": 0.0 if first is None or first >= k else 1.0 / (first + 1),
-                }
-            )
+        vals = ref_user_metrics(ranked[: max(ks)], test.items[test.users == u], ks)
         for name, v in vals.items():
             sums[name] = sums.get(name, 0.0) + v
     return {name: v / len(users) for name, v in sums.items()}
@@ -134,12 +119,13 @@ def _ref_pairs(ds, users):
 
 
 def _ref_sampled(scores, ds, users, seeds, ks, n_neg):
-    """Ranks by hand: 1 + #negatives scoring >= the positive (ties against); mean over pairs, then seeds."""
+    """Negatives drawn here, ranks by hand: 1 + #negatives scoring >= the positive (ties against); mean over
+    pairs, then seeds."""
     pu, pi = _ref_pairs(ds, users)
     pool = np.unique(ds.interactions("target", "train").items)
     runs = []
     for seed in seeds:
-        neg = metrics.sample_negatives(seed, pu.size, pool, n_neg, exclude=pi)
+        neg = ref_negatives(seed, pi, pool, n_neg)
         assert not (neg == pi[:, None]).any() and np.isin(neg, pool).all()
         pos_s = scores[pu, pi].astype(np.float64)
         neg_s = scores[pu[:, None], neg].astype(np.float64)
