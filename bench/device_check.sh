@@ -6,8 +6,8 @@
 #   1. environment: the accelerator, the JAX / Flax / Optax versions, JAX's devices;
 #   2. tests/test_topk.py on the accelerator (the tests that need 8 fake CPU devices are deselected);
 #   3. `jaxrec demo` (the README's main job) on the accelerator;
-#   4. bench/topk.py with the device report and GPU-sized variants, the 12 configurations in priority
-#      order, under a time budget;
+#   4. bench/topk.py with the device report and GPU-sized variants, its 12 configurations in priority order,
+#      under a time budget;
 #   5. bench/train_step.py --quick on the real devices;
 #   6. bench/topk_profile.py: where one exact top-k call spends its time (device kernels summed by name).
 # Limits (seconds) can be overridden: T_TESTS, T_DEMO, T_TOPK, TOPK_BUDGET, T_TRAIN, T_PROFILE; also CONFIGS (d:k:Q:N,...),

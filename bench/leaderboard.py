@@ -7,7 +7,7 @@ For each (source → target) pair, method and training seed: train with the meth
 then evaluate the target's cold-start users on **valid** and **test** with both protocols (full ranking over all
 target items minus seen; sampled: 1 held-out item among 999 uniform training items, sampling seeds 0, 1, 2).
 One JSON line per run goes to ``--out`` (default ``bench/leaderboard.jsonl``, kept in git); runs already in
-that file are skipped, so the board can be filled over several sessions. Deterministic methods
+that file are skipped, so the board can be filled over several runs. Deterministic methods
 (``popularity``, ``item_map``) are trained once and their line repeated for every seed (their spread then
 comes from sampling only).
 
@@ -19,8 +19,8 @@ never on test, and printed as ``best method: `name` `` per pair.
 Reads ``../shared/data/amazon-game-video`` (beside the repository) unless ``--data`` is given; exits with a
 message when the data is absent. That folder is CDRIB's release, whose user ids above the common users are
 numbered per domain, so it is loaded with ``shared_users="below_heldout"`` (see ``jaxrec.load_dir``);
-``--shared-users all`` reads every id as shared, as the board did before session 6. Each line records the
-setting, and the table shows the lines of the setting asked for.
+``--shared-users all`` reads every id as shared (the dataset README's reading, which pairs unrelated people above
+the common users). Each line records the setting, and the table shows the lines of the setting asked for.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _evaluate(scorer, ds, source, target):
 
 
 def _done(path: pathlib.Path, shared_users: str) -> dict[tuple, dict]:
-    """The runs in ``path`` made with ``shared_users`` (lines without the field predate it: ``"all"``)."""
+    """The runs in ``path`` made with ``shared_users`` (a line without the field counts as ``"all"``)."""
     runs = {}
     if path.exists():
         for line in path.read_text().splitlines():

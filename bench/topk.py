@@ -3,7 +3,7 @@
 Run by hand from the repository root (never from the test suite):
 
     python3 bench/topk.py --quick              # small configurations, about a minute
-    python3 bench/topk.py                      # the issue's 12 configurations (d, k, (Q, N)), ~25 minutes
+    python3 bench/topk.py                      # the 12 configurations d × k × (Q, N), ~25 minutes
     python3 bench/topk.py --skip-slow          # ... without sklearn where Q·N >= 2^28: ~18 minutes
 
 Protocol: one process; inputs are unit vectors (so dot = cosine and every method ranks the same way). Each
@@ -15,12 +15,17 @@ next) and measures its peak extra resident memory (``VmHWM`` after resetting it 
 whose first timed call (after compilation) took more than ``--slow-s`` seconds is timed in one round only (the
 table's ``runs`` column).
 Times are medians. Recall is ``|returned ∩ exact| / k`` against float32 ``argpartition`` of the floor's matrix.
-One JSON line per configuration goes to stdout (prefix ``JSON``), and a table at the end.
+One JSON line per configuration goes to stdout (prefix ``JSON``), and a table at the end. Both faiss settings
+are timed side by side: ``× faiss`` (``ratio_faiss``) is relative to the faster of the two in that
+configuration, ``× faiss default`` and ``× faiss BLAS`` (``ratio_faiss_default``, ``ratio_faiss_blas``) to each.
 
 Methods: ``floor`` (``np.matmul`` into a preallocated Q×N float32 array: the bare matrix product),
 ``numpy_argpartition`` (matmul + ``argpartition`` + sort of the k; query blocks of 256 when Q×N is large so the
 int64 index matrix fits), ``sklearn`` (``cosine_similarity`` + full ``argsort``: the original design; same
-blocking), ``faiss`` (``IndexFlatIP.search``), ``jax_naive`` (``jit(lax.top_k(q @ x.T, k))``), ``jaxrec``
+blocking), ``faiss`` (``IndexFlatIP.search`` at faiss's defaults), ``faiss_blas`` (the same search with
+``faiss.cvar.distance_compute_blas_threshold = 0``, restored after each call: faiss takes its BLAS path, a GEMM
+per block followed by heap selection, only when Q·d reaches that threshold, 128,000 by default; below it, it
+scans with its own SIMD loops), ``jax_naive`` (``jit(lax.top_k(q @ x.T, k))``), ``jaxrec``
 (``similarity_topk``, method ``auto``), ``jaxrec_scan`` (``method="scan"``), ``jaxrec_approx``
 (the ``approx_max_k`` path of ``approx_similarity_topk``, recall_target 0.95, ``exact_off_tpu=False``: exact
 on CPU and GPU, where ``approx_similarity_topk`` by default runs the ``jaxrec`` kernel instead).
@@ -37,8 +42,8 @@ numpy, sklearn and faiss stay on the host CPU. ``--precision`` (default ``highes
 Device runs (``bench/device_check.sh``): ``--host floor`` keeps only the numpy floor among the host methods,
 ``--variants METHOD:CHUNK:QBLOCK,...`` adds jaxrec settings side by side (e.g. larger chunks on a GPU),
 ``--time-budget`` stops starting configurations after that many seconds and ``--jsonl`` appends every JSON line
-to a file. sklearn and faiss are optional: when one is not installed its rows say ``skipped`` and ``× faiss`` is
-empty.
+to a file. sklearn and faiss are optional: when one is not installed its rows say ``skipped`` and the
+``× faiss`` columns are empty.
 """
 
 from __future__ import annotations
@@ -190,6 +195,17 @@ def parse_variants(spec: str | None) -> list[tuple[str, dict]]:
     return out
 
 
+def _faiss_blas_search(faiss, index, q, k):
+    """``index.search`` with faiss's BLAS path forced (``distance_compute_blas_threshold = 0``); the threshold is
+    restored afterwards, so the ``faiss`` row keeps faiss's default."""
+    default = faiss.cvar.distance_compute_blas_threshold
+    faiss.cvar.distance_compute_blas_threshold = 0
+    try:
+        return index.search(q, k)[1]
+    finally:
+        faiss.cvar.distance_compute_blas_threshold = default
+
+
 def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False, host="all", variants=()):
     n, d = x.shape
     qj, xj = jnp.asarray(q), jnp.asarray(x)
@@ -210,8 +226,9 @@ def _methods(q, x, k, *, skip_slow: bool, floor_out, device_report: bool = False
             index = faiss.IndexFlatIP(d)
             index.add(x)
             m["faiss"] = lambda: index.search(q, k)[1]
+            m["faiss_blas"] = lambda: _faiss_blas_search(faiss, index, q, k)
         else:
-            skipped.append("faiss")
+            skipped += ["faiss", "faiss_blas"]
     if device_report:
         product = jax.jit(lambda a, b: jnp.matmul(a, b.T, precision=PRECISION))
         m["device_floor"] = lambda: jax.block_until_ready(product(qj, xj))[:0]
@@ -304,13 +321,16 @@ def run_config(
                 r["peak_extra_bytes"] = max(peak, r["peak_extra_bytes"] or 0)
     temp = _xla_temp_bytes(q, x, k, variants)
     floor_t = float(np.median(res["floor"]["runs"]))
-    faiss_t = float(np.median(res["faiss"]["runs"])) if "faiss" in res else None
+    faiss_ts = {name: float(np.median(res[name]["runs"])) for name in ("faiss", "faiss_blas") if name in res}
+    faiss_t = min(faiss_ts.values(), default=None)  # faiss at the faster of its two settings
     qn_bytes = nq * n * 4
     res["floor"]["peak_extra_bytes"] = qn_bytes  # its output, preallocated outside the timing
     for name, r in res.items():
         r["median_s"] = float(np.median(r["runs"]))
         r["ratio_floor"] = r["median_s"] / floor_t
         r["ratio_faiss"] = None if faiss_t is None else r["median_s"] / faiss_t
+        r["ratio_faiss_default"] = r["median_s"] / faiss_ts["faiss"] if "faiss" in faiss_ts else None
+        r["ratio_faiss_blas"] = r["median_s"] / faiss_ts["faiss_blas"] if "faiss_blas" in faiss_ts else None
         r["compile_s"] = max(0.0, r["first_s"] - r["median_s"]) if name.startswith("jax") else None
         if r["peak_extra_bytes"] is not None:
             r["peak_extra_frac_qn"] = r["peak_extra_bytes"] / qn_bytes
@@ -360,22 +380,23 @@ def _f2(v: float | None) -> str:
 
 
 def table(results: list[dict]) -> str:
-    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "device_floor", "jax_naive", "jaxrec", "jaxrec_scan"]
+    names = ["floor", "numpy_argpartition", "sklearn", "faiss", "faiss_blas", "device_floor", "jax_naive", "jaxrec"]
+    names.append("jaxrec_scan")
     names.append("jaxrec_approx")
     for r in results:
         names += [name for name in r["methods"] if name not in names]
     head = (
-        "| d | k | Q | N | method | median s | runs | × floor | × faiss | recall | compile s | peak extra MiB "
-        "| peak / QN | XLA temp / QN | TFLOP/s | % matrix rate |"
+        "| d | k | Q | N | method | median s | runs | × floor | × faiss | × faiss default | × faiss BLAS | recall "
+        "| compile s | peak extra MiB | peak / QN | XLA temp / QN | TFLOP/s | % matrix rate |"
     )
-    lines = [head, "|" + "---|" * 16]
+    lines = [head, "|" + "---|" * 18]
     for r in results:
         for name in names:
             m = r["methods"].get(name)
             if m is None:
                 if name in r["skipped"]:
                     lines.append(
-                        f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped | | | | | | | | | | |"
+                        f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped |" + " |" * 12
                     )
                 continue
             peak = m.get("peak_extra_bytes")
@@ -386,7 +407,8 @@ def table(results: list[dict]) -> str:
             rate = "" if "tflops" not in m else f"{m['tflops']:.2f} | {m['pct_matrix_rate']:.1f}"
             lines.append(
                 f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | {m['median_s']:.3f} | "
-                f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {_f2(m['ratio_faiss'])} | {rec} | {comp} | "
+                f"{len(m['runs'])} | {m['ratio_floor']:.2f} | {_f2(m['ratio_faiss'])} | "
+                f"{_f2(m['ratio_faiss_default'])} | {_f2(m['ratio_faiss_blas'])} | {rec} | {comp} | "
                 f"{'' if peak is None else f'{peak / 2**20:.0f}'} | "
                 f"{'' if frac is None else f'{frac:.3f}'} | {'' if temp is None else f'{temp:.3f}'} | "
                 f"{rate if rate else ' | '} |"
