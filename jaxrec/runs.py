@@ -2,8 +2,8 @@
 
 A run directory holds:
 
-* ``run.json`` — method, source, target, dataset path and fingerprint, seed, the method's config, library
-  versions, training wall time, and the layout of each domain's scorer (see below);
+* ``run.json`` — its format (:data:`FORMAT`), method, source, target, dataset path and fingerprint, seed, the
+  method's config, library versions, training wall time, and the layout of each domain's scorer (see below);
 * ``checkpoint/`` — an Orbax checkpoint of the scorers' arrays (the trained model, as it ranks);
 * ``history.jsonl`` — the training log records (one JSON object per line);
 * ``metrics.json`` — written by :func:`evaluate_run`: ``{"valid": {...}, "test": {"sampled": {"MRR", "NDCG@5",
@@ -11,20 +11,29 @@ A run directory holds:
   50}, "counts": {...}}, "method", "source", "target", "seed", "config", "versions", "wall_time", "checkpoint"}``.
 
 A scorer is saved as its arrays plus a JSON description of its structure: ``evaluate.Scorer(users_fn, items)``
-where ``users_fn`` is a ``jax.tree_util.Partial`` over a module-level function of :mod:`jaxrec` (every recipe
-builds its scorers that way). Only functions inside the ``jaxrec`` package are ever imported back, so loading
-a run directory cannot run arbitrary code (no pickle).
+where ``users_fn`` is a ``jax.tree_util.Partial`` over one of the functions of :func:`scorer_functions`, written
+into ``run.json`` by its stable name there (every recipe builds its scorers that way):
+
+* ``"warm_or_popularity"`` — :func:`jaxrec.methods.warm_or_popularity` (``methods.fallback_scorer``),
+* ``"item_map_scores"`` — :func:`jaxrec.methods.item_map_scores` (the ``item_map`` recipe),
+* ``"popularity"`` — the user side of :func:`jaxrec.evaluate.popularity_scorer`,
+* ``"embedding"`` — the user side of :func:`jaxrec.evaluate.embedding_scorer`.
+
+Saving a scorer over any other function raises :class:`RunError`. Run directories written by jaxrec 0.1.0
+(format ``jaxrec-run/1``) named the functions by their qualified names; :data:`LEGACY_NAMES` maps those to the
+stable names on load. Only the functions of that table are ever loaded back, so loading a run directory cannot
+run arbitrary code (no pickle, no imports by name).
 """
 
 from __future__ import annotations
 
 import dataclasses
-import importlib
+import functools
 import json
 import pathlib
 import platform
 import time
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import numpy as np
@@ -34,6 +43,8 @@ from jaxrec import evaluate as ev
 from jaxrec import methods
 
 RUN_FILE = "run.json"
+FORMAT = "jaxrec-run/2"
+READABLE_FORMATS = ("jaxrec-run/1", FORMAT)
 METRICS_FILE = "metrics.json"
 FULL_KS = (10, 20, 50)
 SAMPLED_KS = (1, 5, 10)
@@ -88,17 +99,47 @@ def _jsonable(value):
 # ----------------------------------------------------------------------------------------------------------------
 
 
+#: Qualified names that format ``jaxrec-run/1`` wrote, and the stable name of the same function.
+LEGACY_NAMES = {
+    "jaxrec.methods:_warm_or_popularity": "warm_or_popularity",
+    "jaxrec.methods:_item_map_scores": "item_map_scores",
+    "jaxrec.evaluate:_ones_column": "popularity",
+    "jaxrec.evaluate:_take_rows": "embedding",
+}
+
+
+@functools.cache
+def scorer_functions() -> dict[str, Callable]:
+    """The functions a saved scorer may be built on, by the stable name ``run.json`` stores.
+
+    Returns:
+      ``{name: function}``: ``warm_or_popularity`` and ``item_map_scores`` of :mod:`jaxrec.methods`, and the
+      user-side functions of ``evaluate.popularity_scorer`` (``popularity``) and ``evaluate.embedding_scorer``
+      (``embedding``), taken from scorers built on placeholder arrays at the first call.
+    """
+    return {
+        "warm_or_popularity": methods.warm_or_popularity,
+        "item_map_scores": methods.item_map_scores,
+        "popularity": ev.popularity_scorer(np.zeros(1, np.float32)).users_fn.func,
+        "embedding": ev.embedding_scorer(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)).users_fn.func,
+    }
+
+
+def _function_name(fn) -> str:
+    for name, known in scorer_functions().items():
+        if fn is known:
+            return name
+    where = f"{getattr(fn, '__module__', '?')}.{getattr(fn, '__qualname__', repr(fn))}"
+    raise RunError(
+        f"cannot save a scorer over {where}: a saved scorer must be a jax.tree_util.Partial over one of "
+        f"{sorted(scorer_functions())} (runs.scorer_functions)"
+    )
+
+
 def _encode(x, leaves: list) -> dict:
     if isinstance(x, jax.tree_util.Partial):
-        fn = x.func
-        module, name = getattr(fn, "__module__", ""), getattr(fn, "__qualname__", "")
-        if not module.startswith("jaxrec") or "<" in name:
-            raise RunError(
-                f"cannot save a scorer over {module}.{name}: scorers must be jax.tree_util.Partial over a "
-                "module-level function of the jaxrec package"
-            )
         return {
-            "partial": f"{module}:{name}",
+            "partial": _function_name(x.func),
             "args": [_encode(a, leaves) for a in x.args],
             "kwargs": {k: _encode(v, leaves) for k, v in x.keywords.items()},
         }
@@ -114,14 +155,16 @@ def _encode(x, leaves: list) -> dict:
     return {"leaf": len(leaves) - 1}
 
 
-def _resolve(path: str):
-    module, _, name = path.partition(":")
-    if not module.startswith("jaxrec"):
-        raise RunError(f"refusing to import {path!r}: only jaxrec functions are loaded from run directories")
-    obj = importlib.import_module(module)
-    for part in name.split("."):
-        obj = getattr(obj, part)
-    return obj
+def _resolve(name: str) -> Callable:
+    """The function saved under ``name`` (a stable name, or a legacy qualified name)."""
+    functions = scorer_functions()
+    stable = LEGACY_NAMES.get(name, name)
+    if stable not in functions:
+        raise RunError(
+            f"unknown scorer function {name!r} in the run file; known: {sorted(functions)} (and the jaxrec-run/1 "
+            f"names {sorted(LEGACY_NAMES)})"
+        )
+    return functions[stable]
 
 
 def _decode(node: dict, leaves: list):
@@ -179,22 +222,27 @@ def save_run(
     """Writes ``run.json``, ``history.jsonl`` and the Orbax ``checkpoint/`` of ``trained``'s scorers.
 
     ``data_path`` and ``shared_users`` record how the dataset was loaded (``load_dir(data_path,
-    shared_users=...)``), so that ``jaxrec evaluate`` loads it the same way."""
+    shared_users=...)``), so that ``jaxrec evaluate`` loads it the same way.
+
+    Raises:
+      RunError: ``run_dir`` already holds a run, or a scorer is not a ``jax.tree_util.Partial`` over a function of
+        :func:`scorer_functions` (then nothing is written).
+    """
     run_dir = pathlib.Path(run_dir)
     if (run_dir / RUN_FILE).exists() or (run_dir / "checkpoint").exists():
         raise RunError(f"{run_dir} already holds a run; choose another --out or delete it")
-    run_dir.mkdir(parents=True, exist_ok=True)
     leaves: list[np.ndarray] = []
-    scorers = {
+    scorers = {  # before anything is written: an unsaveable scorer raises RunError here
         d: {"users_fn": _encode(s.users_fn, leaves), "items": _encode(s.items, leaves)}
         for d, s in trained.scorers.items()
     }
+    run_dir.mkdir(parents=True, exist_ok=True)
     _save_arrays(run_dir / "checkpoint", leaves)
     with open(run_dir / "history.jsonl", "w") as f:
         for record in trained.history:
             f.write(json.dumps(_jsonable(record)) + "\n")
     meta = {
-        "format": "jaxrec-run/1",
+        "format": FORMAT,
         "method": method,
         "source": source,
         "target": target,
@@ -225,8 +273,8 @@ def read_run(run_dir: str | pathlib.Path) -> dict[str, Any]:
         meta = json.loads(path.read_text())
     except json.JSONDecodeError as e:
         raise RunError(f"{path}: not valid JSON ({e})") from e
-    if not isinstance(meta, dict) or meta.get("format") != "jaxrec-run/1":
-        raise RunError(f"{path}: not a jaxrec run file (expected format 'jaxrec-run/1')")
+    if not isinstance(meta, dict) or meta.get("format") not in READABLE_FORMATS:
+        raise RunError(f"{path}: not a jaxrec run file (expected format {' or '.join(map(repr, READABLE_FORMATS))})")
     return meta
 
 

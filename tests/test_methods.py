@@ -1,17 +1,14 @@
-"""Named recipes: registry errors, every recipe trains and ranks, transfer beats the baselines on cold users."""
+"""Named recipes: registry errors, every recipe beats popularity on planted cold users, item_map against numpy,
+data parallelism, the deprecated module paths."""
 
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 
 from jaxrec import data, evaluate, methods
-
-
-@pytest.fixture(scope="module")
-def ds():
-    dataset, _ = data.synthetic(n_users=1200, n_items=(300, 200), interactions_per_user=(15.0, 6.0), seed=2)
-    return data.cold_start_split(dataset, "source", "target", fraction=0.25, seed=0)
 
 
 def _ndcg(trained, ds, source="source", target="target"):
@@ -33,13 +30,13 @@ def test_unknown_method_and_option():
         methods.get_method("bprmf")
     with pytest.raises(ValueError, match=r"has no option\(s\) \['epoch'\]"):
         methods.run("cmf", None, source="a", target="b", epoch=3)
-    with pytest.raises(ValueError, match="EmbeddingConfig.dim=0"):
+    with pytest.raises(ValueError, match="EmbeddingConfig.dim must be a positive int, got 0"):
         methods.EmbeddingConfig(dim=0)
 
 
-def test_same_source_and_target_is_an_error(ds):
+def test_same_source_and_target_is_an_error(tiny):
     with pytest.raises(data.DataError, match="source and target must differ"):
-        methods.run("popularity", ds, source="target", target="target")
+        methods.run("popularity", tiny, source="target", target="target")
 
 
 @pytest.fixture(scope="module")
@@ -48,28 +45,63 @@ def tiny():
     return data.cold_start_split(dataset, "source", "target", fraction=0.25, seed=0)
 
 
-@pytest.mark.parametrize("name", sorted(methods.METHODS))
-def test_every_method_trains_and_scores(tiny, name):
-    ds = tiny
-    small = {"epochs": 1, "progress": False, "dim": 8, "batch_size": 256, "lams": (10.0,)}
+# ----------------------------------------------------------------------------------------------------------------
+# Every recipe transfers: it beats popularity on the target's cold users of planted synthetic data
+# ----------------------------------------------------------------------------------------------------------------
+
+#: The budget every learned recipe trains with here (options a recipe's config lacks are dropped).
+BUDGET = dict(dim=16, epochs=12, pretrain_epochs=12, batch_size=256, patience=12, progress=False)
+BUDGET |= dict(map_epochs=20, meta_epochs=6)
+#: Per-recipe settings on top of BUDGET. ptupcdr: meta training sees ~12 steps at this budget; at its default
+#: meta_learning_rate (1e-3) it does not move (test NDCG@10 0.147, popularity 0.157).
+RECIPE_BUDGET = {
+    "item_map": dict(lams=(10.0, 100.0), target_lams=(10.0,), target_weights=(0.0, 1.0)),
+    "ptupcdr": dict(meta_learning_rate=1e-2),
+}
+#: Cold-user test NDCG@10 (full ranking) must exceed popularity's by this much. Measured (present behaviour, this
+#: data and budget): popularity 0.157; cmf 0.334, mmd 0.261, coral 0.233, dann 0.225, item_map 0.317, emcdr 0.278,
+#: ptupcdr 0.323, finetune 0.402, mmoe 0.292, ple 0.264, star 0.291, conet 0.282, lightgcn 0.413 — the smallest
+#: gain +0.068 (dann). target_only ranks cold users by popularity (stated in its docstring): equal, not above.
+MARGIN = 0.04
+#: The recipes that train one model on both domains, and so return a scorer for each.
+JOINT = {"cmf", "mmd", "coral", "dann", "mmoe", "ple", "star", "conet", "lightgcn"}
+
+
+@pytest.fixture(scope="module")
+def planted():
+    """Planted two-domain data (shared tastes across domains), a quarter of the overlapping users cold."""
+    dataset, _ = data.synthetic(n_users=600, n_items=(150, 100), interactions_per_user=(15.0, 6.0), seed=2)
+    ds = data.cold_start_split(dataset, "source", "target", fraction=0.25, seed=0)
+    return ds, _ndcg(methods.run("popularity", ds, source="source", target="target"), ds)
+
+
+@pytest.mark.parametrize("name", sorted(set(methods.METHODS) - {"popularity"}))
+def test_every_recipe_beats_popularity_on_cold_users(planted, name):
+    ds, popularity = planted
     fields = {f.name for f in dataclasses.fields(methods.get_method(name).default_config)}
-    overrides = {k: v for k, v in small.items() if k in fields}
+    overrides = {k: v for k, v in BUDGET.items() if k in fields} | RECIPE_BUDGET.get(name, {})
     trained = methods.run(name, ds, source="source", target="target", **overrides)
-    scorer = trained.scorers["target"]
-    users = np.arange(5, dtype=np.int32)
-    q = np.asarray(scorer.users_fn(users))
-    scores = q if scorer.items is None else q @ np.asarray(scorer.items).T  # dense scorers give scores directly
-    assert scores.shape == (5, ds.n_items("target")) and np.isfinite(scores).all()
-
-
-def test_transfer_beats_target_only_and_popularity_on_cold_users(ds):
-    pop = _ndcg(methods.run("popularity", ds, source="source", target="target"), ds)
-    kw = dict(epochs=8, progress=False, dim=32)
-    target_only = _ndcg(methods.run("target_only", ds, source="source", target="target", **kw), ds)
-    cmf = _ndcg(methods.run("cmf", ds, source="source", target="target", **kw), ds)
-    # target_only has no information about cold users: it is popularity for them (stated in its docstring)
-    np.testing.assert_allclose(target_only, pop, rtol=1e-6)
-    assert cmf > 1.2 * pop, (cmf, pop)  # measured: cmf 0.188, popularity 0.141
+    # -- the recipes trained on both domains rank both; every scorer ranks every item of its domain, finitely --
+    assert set(trained.scorers) == ({"source", "target"} if name in JOINT else {"target"})
+    users = np.arange(ds.n_users, dtype=np.int32)
+    for domain, scorer in trained.scorers.items():
+        q = np.asarray(scorer.users_fn(users))
+        scores = q if scorer.items is None else q @ np.asarray(scorer.items).T  # dense scorers give scores directly
+        assert scores.shape == (ds.n_users, ds.n_items(domain)) and np.isfinite(scores).all(), domain
+    # -- training was watched on the valid users (early stopping / the item_map grid) and stayed finite --
+    if name == "item_map":
+        assert all("valid_NDCG@10" in r for r in trained.history) and len(trained.history) >= 2
+    else:
+        assert any("eval/NDCG@10" in r for r in trained.history)
+        train_losses = [r["loss"] for r in trained.history if "loss" in r]
+        assert train_losses and np.isfinite(train_losses).all()
+    # -- transfer to the cold users --
+    ndcg = _ndcg(trained, ds)
+    print(f"{name}: cold-user test NDCG@10 {ndcg:.4f}, popularity {popularity:.4f}")
+    if name == "target_only":
+        np.testing.assert_allclose(ndcg, popularity, rtol=1e-6)
+    else:
+        assert ndcg >= popularity + MARGIN, (name, ndcg, popularity)
 
 
 def test_item_map_equals_numpy_ridge(tiny):
@@ -181,17 +213,15 @@ def test_recipes_train_data_parallel_like_one_device(tiny, name, parallel):
 
 
 def test_parallel_option_is_checked():
-    from jaxrec import mapping, multidomain
-
-    for config in (methods.EmbeddingConfig, mapping.EMCDRConfig, multidomain.LightGCNConfig):
+    for config in (methods.EmbeddingConfig, methods.EMCDRConfig, methods.LightGCNConfig):
         with pytest.raises(ValueError, match=rf"{config.__name__}.parallel='gpu'; expected one of none, pmap, mesh"):
             config(parallel="gpu")
 
 
-def test_registry_holds_every_recipe_of_the_issue():
+def test_registry_holds_every_recipe():
     wanted = {"popularity", "target_only", "cmf", "mmd", "coral", "dann", "emcdr", "ptupcdr", "conet", "mmoe"}
     wanted |= {"ple", "star", "lightgcn", "finetune", "item_map"}
-    assert wanted <= set(methods.METHODS)
+    assert wanted == set(methods.METHODS)
     for name, method in methods.METHODS.items():
         assert method.name == name and method.summary and dataclasses.is_dataclass(method.default_config)
 
@@ -218,3 +248,20 @@ def test_three_domains_trained_jointly_and_evaluated():
     assert set(aligned.scorers) == {"books", "games", "movies"}
     with pytest.raises(data.DataError, match="unknown domain 'comics'"):
         methods.run("cmf", ds, source="games", target="movies", auxiliary=("comics",), **kw)
+
+
+def test_deprecated_modules_warn_and_reexport():
+    """``jaxrec.mapping`` and ``jaxrec.multidomain`` still import (fresh interpreter), warn naming the new path,
+    and hold the same objects as ``jaxrec.methods``."""
+    code = (
+        "import jaxrec.mapping as a, jaxrec.multidomain as b, jaxrec.methods as m\n"
+        "assert a.EMCDRConfig is m.EMCDRConfig and a.train_ptupcdr is m.train_ptupcdr\n"
+        "assert b.LightGCNConfig is m.LightGCNConfig and b.joint_graph is m.joint_graph\n"
+        "assert a.RECIPES == {k: m.METHODS[k] for k in ('emcdr', 'ptupcdr', 'finetune')}\n"
+        "assert sorted(b.RECIPES) == ['conet', 'lightgcn', 'mmoe', 'ple', 'star']\n"
+    )
+    args = [sys.executable, "-W", "always::DeprecationWarning", "-c", code]
+    out = subprocess.run(args, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "jaxrec.mapping is deprecated; import its names from jaxrec.methods" in out.stderr
+    assert "jaxrec.multidomain is deprecated; import its names from jaxrec.methods" in out.stderr

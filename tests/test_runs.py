@@ -1,13 +1,19 @@
-"""Run directories and the train / evaluate / diagnose commands: round trip, metrics.json layout, clear errors."""
+"""Run directories and the train / evaluate / diagnose commands: round trip, metrics.json layout, clear errors,
+stable scorer names, and run directories written by jaxrec 0.1.0."""
 
 import json
+import pathlib
+import shutil
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
-from jaxrec import cli, data, evaluate, runs
+from jaxrec import cli, data, evaluate, methods, runs
+
+LEGACY = pathlib.Path(__file__).parent / "fixtures" / "legacy_runs"
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +141,71 @@ def test_cli_shared_users_is_recorded_and_reused(dataset_dir, tmp_path, capsys):
     with pytest.raises(SystemExit):
         cli.main(["data", "--data", str(dataset_dir), "--shared-users", "some"])
     assert "expected 'all', 'below_heldout' or an integer" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The run format: stable scorer names, and run directories written by older versions
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def _partial_names(node) -> set:
+    """Every ``"partial"`` function name in a scorer description of run.json."""
+    if isinstance(node, dict):
+        found = {node["partial"]} if "partial" in node else set()
+        return found.union(*(_partial_names(v) for v in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_partial_names(v) for v in node))
+    return set()
+
+
+def test_saved_runs_name_only_stable_scorer_functions(dataset_dir, tmp_path):
+    ds = data.load_dir(dataset_dir)
+    overrides = {"popularity": {}, "item_map": {"lams": (10.0,)}, "cmf": {"epochs": 1, "dim": 8, "progress": False}}
+    names = set()
+    for method, kw in overrides.items():
+        _, run_dir = runs.train_run(ds, method=method, source="source", target="target", out=tmp_path / method, **kw)
+        meta = json.loads((run_dir / "run.json").read_text())
+        assert meta["format"] == runs.FORMAT == "jaxrec-run/2"
+        names |= _partial_names(meta["scorers"])
+    assert names == {"popularity", "item_map_scores", "warm_or_popularity"}
+    assert names <= set(runs.scorer_functions())
+
+
+def test_scorer_over_another_function_is_refused_before_writing(dataset_dir, tmp_path):
+    ds = data.load_dir(dataset_dir)
+    table = np.ones((ds.n_users, 2), np.float32)
+    bad = methods.Trained({"target": evaluate.Scorer(jax.tree_util.Partial(np.take, table))}, None, [], None)
+    kw = dict(method="x", source="source", target="target", ds=ds, data_path=None, seed=0, train_seconds=0.0)
+    with pytest.raises(runs.RunError, match=r"cannot save a scorer over .*take.*one of \['embedding', 'item_map"):
+        runs.save_run(tmp_path / "bad", bad, **kw)
+    assert not (tmp_path / "bad").exists()
+    # evaluate.embedding_scorer is saveable, under its stable name, and restores to the same scores
+    good = methods.Trained({"target": evaluate.embedding_scorer(table, np.ones((3, 2), np.float32))}, None, [], None)
+    run_dir = runs.save_run(tmp_path / "good", good, **kw)
+    assert _partial_names(json.loads((run_dir / "run.json").read_text())["scorers"]) == {"embedding"}
+    restored = runs.load_scorers(run_dir)["target"]
+    np.testing.assert_array_equal(np.asarray(restored.users_fn(np.arange(4))), table[:4])
+
+
+@pytest.fixture(scope="module")
+def legacy_ds():
+    return data.load_dir(LEGACY / "data")
+
+
+@pytest.mark.parametrize("method", ["popularity", "item_map", "cmf", "emcdr"])
+def test_legacy_run_directories_evaluate_to_their_metrics(legacy_ds, tmp_path, method):
+    """Run directories written by jaxrec 0.1.0 (format jaxrec-run/1, private qualified scorer names) load and
+    evaluate to the metrics they had then (tests/fixtures/legacy_runs/README.md). Evaluated on a copy: evaluate_run
+    writes metrics.json into the run directory."""
+    run_dir = shutil.copytree(LEGACY / method, tmp_path / method)
+    meta = runs.read_run(run_dir)
+    assert meta["format"] == "jaxrec-run/1" and _partial_names(meta["scorers"]) <= set(runs.LEGACY_NAMES)
+    metrics = runs.evaluate_run(run_dir, ds=legacy_ds, seeds=(0,))
+    expected = json.loads((LEGACY / "expected_metrics.json").read_text())[method]
+    assert set(expected) == {"valid", "test"}
+    for split, want in expected.items():
+        assert metrics[split]["counts"] == want["counts"]
+        for protocol in ("sampled", "sampled_std", "full"):
+            assert set(metrics[split][protocol]) == set(want[protocol])
+            for name, value in want[protocol].items():
+                assert metrics[split][protocol][name] == pytest.approx(value, rel=1e-6), (split, protocol, name)

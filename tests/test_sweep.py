@@ -84,14 +84,14 @@ def _loop_reference(ds, config, configs):
         state = tr.create_train_state(
             init_key, model, streams[0][0], tr.OptimizerConfig(learning_rate=lr), params=init(init_key)
         )
-        if adversarial:  # as methods._fit_embedding builds the dann objective
+        if adversarial:  # as methods.fit_embedding builds the dann objective
             ramp = losses.dann_lambda_schedule(total_steps=total_steps, max_value=max(lam, 1e-6))
-            objective = methods._bpr_objective(
+            objective = methods.bpr_objective(
                 config.l2, "adversarial", 1.0, model_kwargs=lambda step, ramp=ramp: {"grl_alpha": ramp(step)}
             )
         else:
             disc = methods.RECIPE_MMD if config.discrepancy == "mmd" else config.discrepancy
-            objective = methods._bpr_objective(config.l2, disc, lam)
+            objective = methods.bpr_objective(config.l2, disc, lam)
         step = jax.jit(lambda s, b, k, objective=objective: tr.train_step(s, b, k, objective=objective))
         epoch_losses = []
         for batches in streams:
@@ -245,7 +245,7 @@ def test_lower_level_step_vmaps_and_reuses_its_compilation(ds):
     model = methods.SharedEmbeddingModel(ds.n_users, (50, 40), ("source", "target"), 8, TOWER, False, 64)
     keys = jax.random.split(jax.random.key(0), 3)
     states = sw.create_sweep_state(keys, model, batches[0], sw.sweep_optimizer(), learning_rate=[1e-2, 1e-2, 3e-2])
-    step = sw.make_sweep_step(methods._bpr_objective(1e-4, "coral", 0.0), chunk=2, donate=False)
+    step = sw.make_sweep_step(methods.bpr_objective(1e-4, "coral", 0.0), chunk=2, donate=False)
     lam = jnp.array([0.0, 1.0, 10.0])
     new, metrics = step(states, batches[0], keys, lam)
     assert metrics["loss"].shape == (3,) and new.step.tolist() == [1, 1, 1]
@@ -255,7 +255,7 @@ def test_lower_level_step_vmaps_and_reuses_its_compilation(ds):
     assert step._cache_size() == 1
     # model 2 (the remainder group of lax.map) equals the non-vmapped train_step on its own unstacked state,
     # with the same injected Adam: no optimizer difference, so a tight tolerance
-    objective = methods._bpr_objective(1e-4, "coral", 10.0)
+    objective = methods.bpr_objective(1e-4, "coral", 10.0)
     one = jax.jit(lambda st, b, k: tr.train_step(st, b, k, objective=objective))
     ref = sw.unstack(states, 2)
     for b in batches:
@@ -265,4 +265,4 @@ def test_lower_level_step_vmaps_and_reuses_its_compilation(ds):
     with pytest.raises(ValueError, match=r"step \(3,\), keys \(3,\), lam \(2,\)"):
         step(new, batches[0], keys, jnp.array([0.0, 1.0]))
     with pytest.raises(ValueError, match="chunk=0 must be None or an int >= 1"):
-        sw.make_sweep_step(methods._bpr_objective(1e-4, "coral", 0.0), chunk=0)
+        sw.make_sweep_step(methods.bpr_objective(1e-4, "coral", 0.0), chunk=0)
