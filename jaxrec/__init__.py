@@ -5,8 +5,8 @@ Read the package along the data path: ``data`` (host-side datasets, loaders, spl
 ``topk`` → ``metrics`` → ``evaluate`` → ``methods`` → ``diagnostics`` / ``plot`` → ``cli``.
 """
 
-# methods first: importing it registers the recipes of mapping.py and multidomain.py (they import methods)
-from jaxrec import methods  # isort: skip
+import importlib
+
 from jaxrec import (
     batching,
     data,
@@ -14,10 +14,9 @@ from jaxrec import (
     evaluate,
     graph,
     losses,
-    mapping,
+    methods,
     metrics,
     models,
-    multidomain,
     plot,
     runs,
     sweep,
@@ -80,8 +79,26 @@ from jaxrec.losses import (
     sigmoid_bce,
     sliced_wasserstein,
 )
-from jaxrec.mapping import EMCDRConfig, FinetuneConfig, PTUPCDRConfig, fit_mapping, padded_history
-from jaxrec.methods import METHODS, EmbeddingConfig, ItemMapConfig, PopularityConfig, Trained, get_method
+from jaxrec.methods import (
+    METHODS,
+    CoNetConfig,
+    EmbeddingConfig,
+    EMCDRConfig,
+    FinetuneConfig,
+    ItemMapConfig,
+    JointConfig,
+    LightGCNConfig,
+    MMoEConfig,
+    PLEConfig,
+    PopularityConfig,
+    PTUPCDRConfig,
+    STARConfig,
+    Trained,
+    fit_mapping,
+    get_method,
+    joint_graph,
+    padded_history,
+)
 from jaxrec.metrics import (
     aggregate_seeds,
     auc_from_ranks,
@@ -106,15 +123,6 @@ from jaxrec.models import (
     SharedSpecificEncoder,
     TwoTower,
     gradient_reversal,
-)
-from jaxrec.multidomain import (
-    CoNetConfig,
-    JointConfig,
-    LightGCNConfig,
-    MMoEConfig,
-    PLEConfig,
-    STARConfig,
-    joint_graph,
 )
 from jaxrec.runs import RunError, evaluate_run, load_scorers, read_run, save_run, train_run
 from jaxrec.sweep import (
@@ -154,7 +162,9 @@ from jaxrec.train import (
     unreplicate,
 )
 
-__version__ = "0.1.0"
+from jaxrec.version import __version__
+
+_DEPRECATED_MODULES = ("mapping", "multidomain")
 
 __all__ = [
     "aggregate_seeds",
@@ -303,3 +313,10 @@ __all__ = [
     "TwoTower",
     "unreplicate",
 ]
+
+
+def __getattr__(name: str):
+    """``jaxrec.mapping`` and ``jaxrec.multidomain``: deprecated aliases, imported (with a warning) on first use."""
+    if name in _DEPRECATED_MODULES:
+        return importlib.import_module(f"jaxrec.{name}")
+    raise AttributeError(f"module 'jaxrec' has no attribute {name!r}")

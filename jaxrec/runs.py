@@ -28,12 +28,12 @@ run arbitrary code (no pickle, no imports by name).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import pathlib
 import platform
 import time
-from typing import Any, Callable
+import types
+from typing import Any, Callable, Mapping
 
 import jax
 import numpy as np
@@ -41,6 +41,7 @@ import numpy as np
 from jaxrec import data as _data
 from jaxrec import evaluate as ev
 from jaxrec import methods
+from jaxrec.version import __version__
 
 RUN_FILE = "run.json"
 FORMAT = "jaxrec-run/2"
@@ -59,11 +60,10 @@ def versions() -> dict[str, str]:
     import flax
     import optax
 
-    import jaxrec
 
     return {
         "python": platform.python_version(),
-        "jaxrec": jaxrec.__version__,
+        "jaxrec": __version__,
         "jax": jax.__version__,
         "flax": flax.__version__,
         "optax": optax.__version__,
@@ -108,21 +108,22 @@ LEGACY_NAMES = {
 }
 
 
-@functools.cache
-def scorer_functions() -> dict[str, Callable]:
-    """The functions a saved scorer may be built on, by the stable name ``run.json`` stores.
-
-    Returns:
-      ``{name: function}``: ``warm_or_popularity`` and ``item_map_scores`` of :mod:`jaxrec.methods`, and the
-      user-side functions of ``evaluate.popularity_scorer`` (``popularity``) and ``evaluate.embedding_scorer``
-      (``embedding``), taken from scorers built on placeholder arrays at the first call.
-    """
-    return {
+#: The functions a saved scorer may be built on, by the stable name ``run.json`` stores.
+SCORER_FUNCTIONS: Mapping[str, Callable] = types.MappingProxyType(
+    {
         "warm_or_popularity": methods.warm_or_popularity,
         "item_map_scores": methods.item_map_scores,
-        "popularity": ev.popularity_scorer(np.zeros(1, np.float32)).users_fn.func,
-        "embedding": ev.embedding_scorer(np.zeros((1, 1), np.float32), np.zeros((1, 1), np.float32)).users_fn.func,
+        "popularity": ev.ones_column,
+        "embedding": ev.take_rows,
     }
+)
+
+
+def scorer_functions() -> Mapping[str, Callable]:
+    """The functions a saved scorer may be built on (:data:`SCORER_FUNCTIONS`), by the stable name ``run.json``
+    stores: ``warm_or_popularity`` and ``item_map_scores`` of :mod:`jaxrec.methods`, and ``evaluate.ones_column``
+    (``popularity``) and ``evaluate.take_rows`` (``embedding``)."""
+    return SCORER_FUNCTIONS
 
 
 def _function_name(fn) -> str:

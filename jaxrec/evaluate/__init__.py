@@ -20,10 +20,6 @@ from jaxrec.evaluate.protocols import PROTOCOLS, evaluate, evaluate_cold_warm, e
 from jaxrec.evaluate.scorers import Scorer, embedding_scorer, ones_column, popularity_scorer, take_rows
 from jaxrec.evaluate.users import USER_SELECTIONS, select_users
 
-# The names under which run directories written by jaxrec 0.1.0 refer to the scorer functions.
-_ones_column = ones_column
-_take_rows = take_rows
-
 __all__ = [
     "PROTOCOLS",
     "Scorer",
