@@ -13,7 +13,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jaxrec import topk
-from jaxrec.topk import _bucket_stats, _f2key, _key2f, _order_ties, _similarity_topk
+from jaxrec.topk.bucket import _bucket_stats, _f2key, _key2f, _kth_of_sorted, _order_ties, default_absorb_every
+from jaxrec.topk.exact import _default_blocks, _similarity_topk
 
 # Small chunks and buckets so that a few hundred items exercise groups, the remainder and the padded tail.
 _CFG = dict(chunk_size=64, query_block=16, bucket_size=4, merge_chunks=4)
@@ -247,38 +248,38 @@ def test_kth_of_sorted_rows_with_holes():
     v[rng.random(v.shape) < 0.3] = -np.inf  # dropped entries anywhere; the rest stay in descending order
     v[0] = -np.inf  # a row with nothing left
     for k in (1, 5, 12, 30):
-        got = np.asarray(jax.jit(topk._kth_of_sorted, static_argnums=1)(jnp.asarray(v), k))
+        got = np.asarray(jax.jit(_kth_of_sorted, static_argnums=1)(jnp.asarray(v), k))
         want = -np.sort(-v, axis=1)[:, k - 1]
         np.testing.assert_array_equal(got, want)
 
 
 def test_absorb_every_heuristic():
     # ~2048 bucket bests per merge, stored stats within Q·N/64 floats
-    assert topk._absorb_every(256, 100_000, 4, 64, 256, 100) == 3  # target 8, memory cap 3
-    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 100) == 4
-    assert topk._absorb_every(16, 1000, 4, 16, 16, 100) == 1  # tiny: the memory cap wins
-    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 10) == 1  # small k: every group merged at once
-    assert topk._absorb_every(1024, 1_000_000, 16, 32, 256, 33) == 4
+    assert default_absorb_every(256, 100_000, 4, 64, 256, 100) == 3  # target 8, memory cap 3
+    assert default_absorb_every(1024, 1_000_000, 16, 32, 256, 100) == 4
+    assert default_absorb_every(16, 1000, 4, 16, 16, 100) == 1  # tiny: the memory cap wins
+    assert default_absorb_every(1024, 1_000_000, 16, 32, 256, 10) == 1  # small k: every group merged at once
+    assert default_absorb_every(1024, 1_000_000, 16, 32, 256, 33) == 4
 
 
 def test_absorb_every_on_accelerators_stores_groups_for_every_k():
     # ~16384 bucket bests per merge whatever k (each top_k call has a large fixed cost on a GPU)
-    assert topk._absorb_every(1024, 1_000_000, 2, 1024, 1024, 10, accelerator=True) == 3  # memory cap 3.8
-    assert topk._absorb_every(1024, 1_000_000, 2, 1024, 1024, 100, accelerator=True) == 3
-    assert topk._absorb_every(4096, 200_000, 2, 128, 4096, 10, accelerator=True) == 6  # memory cap 6.1
+    assert default_absorb_every(1024, 1_000_000, 2, 1024, 1024, 10, accelerator=True) == 3  # memory cap 3.8
+    assert default_absorb_every(1024, 1_000_000, 2, 1024, 1024, 100, accelerator=True) == 3
+    assert default_absorb_every(4096, 200_000, 2, 128, 4096, 10, accelerator=True) == 6  # memory cap 6.1
 
 
 def test_default_blocks_cpu_and_accelerator():
-    assert topk._default_blocks(1024, 1_000_000, None, None, accelerator=False) == (1024, 256)
-    assert topk._default_blocks(1024, 1_000_000, 512, None, accelerator=False) == (512, 256)
+    assert _default_blocks(1024, 1_000_000, None, None, accelerator=False) == (1024, 256)
+    assert _default_blocks(1024, 1_000_000, 512, None, accelerator=False) == (512, 256)
     # accelerator: Qb = min(Q, 4096); the largest power-of-two chunk in [2048, 65536] with C·Qb <= Q·N / 32
-    assert topk._default_blocks(1024, 1_000_000, None, None, accelerator=True) == (16384, 1024)
-    assert topk._default_blocks(4096, 200_000, None, None, accelerator=True) == (4096, 4096)
-    assert topk._default_blocks(256, 100_000, None, None, accelerator=True) == (2048, 256)
-    assert topk._default_blocks(20_000, 10_000_000, None, None, accelerator=True) == (65536, 4096)
-    assert topk._default_blocks(8, 100, None, 4, accelerator=True) == (2048, 4)
+    assert _default_blocks(1024, 1_000_000, None, None, accelerator=True) == (16384, 1024)
+    assert _default_blocks(4096, 200_000, None, None, accelerator=True) == (4096, 4096)
+    assert _default_blocks(256, 100_000, None, None, accelerator=True) == (2048, 256)
+    assert _default_blocks(20_000, 10_000_000, None, None, accelerator=True) == (65536, 4096)
+    assert _default_blocks(8, 100, None, 4, accelerator=True) == (2048, 4)
     for nq, n in ((1024, 1_000_000), (4096, 200_000), (20_000, 10_000_000)):
-        c, qb = topk._default_blocks(nq, n, None, None, accelerator=True)
+        c, qb = _default_blocks(nq, n, None, None, accelerator=True)
         assert 32 * c * qb <= nq * n
 
 
