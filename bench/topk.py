@@ -66,6 +66,7 @@ import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
 from jaxrec import topk  # noqa: E402
+from jaxrec.topk import exact  # noqa: E402
 
 FULL = [
     (d, k, q, n)
@@ -248,7 +249,7 @@ def _xla_temp_bytes(q, x, k, variants=()) -> dict:
     """XLA's own temp-buffer size of the compiled jaxrec kernels (no RSS noise)."""
     import inspect
 
-    from jaxrec.topk import _similarity_topk
+    from jaxrec.topk.exact import _similarity_topk
 
     out = {}
     qj, xj = jax.ShapeDtypeStruct(q.shape, q.dtype), jax.ShapeDtypeStruct(x.shape, x.dtype)
@@ -258,11 +259,11 @@ def _xla_temp_bytes(q, x, k, variants=()) -> dict:
         if p.kind is p.KEYWORD_ONLY and name not in ("metric", "exclude", "method")
     }
     defaults["precision"] = PRECISION
-    accelerator = topk._on_accelerator()
+    accelerator = exact._on_accelerator()
     settings = [("jaxrec", {"method": "auto"}), ("jaxrec_scan", {"method": "scan"}), *variants]
     for name, kw in settings:
         opts = {**defaults, **kw}
-        opts["chunk_size"], opts["query_block"] = topk._default_blocks(
+        opts["chunk_size"], opts["query_block"] = exact._default_blocks(
             q.shape[0], x.shape[0], opts["chunk_size"], opts["query_block"], accelerator
         )
         c = _similarity_topk.lower(qj, xj, None, k=k, metric="dot", accelerator=accelerator, **opts).compile()
