@@ -1,9 +1,10 @@
-"""Tests for jaxrec.losses against independent numpy/float64 references written here.
+"""Tests for jaxrec.losses' discrepancy terms and their registry, against independent numpy/float64 references.
 
-Conventions: hs [n, dim] source rows, ht [m, dim] target rows; task losses are per-example [batch].
-Every jax computation runs under jax.jit; float32 results are compared with explicit tolerances.
+Conventions: hs [n, dim] source rows, ht [m, dim] target rows. Every jax computation runs under jax.jit; float32
+results are compared with explicit tolerances.
 """
 
+import inspect
 import math
 
 import jax
@@ -21,19 +22,13 @@ F32 = dict(rtol=1e-5, atol=1e-6)
 F32_LOOSE = dict(rtol=2e-4, atol=2e-5)  # pairwise-distance based terms (MMD) in float32
 HYP = settings(max_examples=8, deadline=None, derandomize=True)
 
-DISC_NAMES = ["mean_l2", "linear_mmd", "mmd", "coral", "sliced_wasserstein"]
+DISC_NAMES = ["mean_l2", "linear_mmd", "mmd", "coral", "sliced_wasserstein"]  # on representations [rows, dim]
 SIGMAS = (0.5, 1.0, 2.0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # numpy float64 references
 # ----------------------------------------------------------------------------------------------------------------
-def np_logsumexp(v):
-    v = np.asarray(v, np.float64)
-    top = v.max()
-    return top + math.log(np.exp(v - top).sum())
-
-
 def np_sq_dists(a, b):
     return ((a[:, None, :] - b[None, :, :]) ** 2).sum(-1)
 
@@ -133,158 +128,6 @@ def pair():
     ht = (1.5 * rng.normal(size=(5, 3)) + 0.7).astype(np.float32)
     theta = unit_columns(rng, 3, 4)
     return hs, ht, theta
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# reduction and task losses
-# ----------------------------------------------------------------------------------------------------------------
-def test_mean_where_masks_and_all_masked_gives_zero():
-    f = jax.jit(lambda v, w: L.mean_where(v, where=w))
-    v = jnp.array([1.0, 3.0, jnp.nan, 100.0])
-    np.testing.assert_allclose(f(v, jnp.array([True, True, False, False])), 2.0, **F32)
-    assert float(f(v, jnp.zeros(4, bool))) == 0.0
-    g = jax.jit(jax.grad(lambda v: L.mean_where(v, where=jnp.array([True, False, False, True]))))(v)
-    np.testing.assert_array_equal(g, [0.5, 0.0, 0.0, 0.5])
-    np.testing.assert_allclose(jax.jit(L.mean_where)(jnp.arange(4.0)), 1.5, **F32)
-
-
-def test_mse_matches_numpy_with_mask():
-    rng = np.random.default_rng(1)
-    p, t = rng.normal(size=6).astype(np.float32), rng.normal(size=6).astype(np.float32)
-    w = np.array([1, 1, 0, 1, 0, 1], bool)
-    out = jax.jit(lambda p, t, w: L.mse(p, t, where=w))(p, t, w)
-    np.testing.assert_allclose(out, np.where(w, (p.astype(np.float64) - t) ** 2, 0.0), **F32)
-    red = jax.jit(lambda p, t, w: L.mean_where(L.mse(p, t, where=w), where=w))(p, t, w)
-    np.testing.assert_allclose(red, ((p - t)[w].astype(np.float64) ** 2).mean(), **F32)
-
-
-def test_sigmoid_bce_matches_numpy_and_is_stable():
-    rng = np.random.default_rng(2)
-    x = rng.normal(scale=3.0, size=8).astype(np.float32)
-    z = rng.uniform(size=8).astype(np.float32)
-    f = jax.jit(L.sigmoid_bce)
-    s = 1.0 / (1.0 + np.exp(-x.astype(np.float64)))
-    np.testing.assert_allclose(f(x, z), -(z * np.log(s) + (1 - z) * np.log1p(-s)), **F32)
-    # Large logits: exact values are 100 (confidently wrong) and e^-100 ≈ 3.7e-44 (confidently right).
-    big = f(jnp.array([100.0, -100.0, 100.0]), jnp.array([0.0, 0.0, 1.0]))
-    np.testing.assert_allclose(big, [100.0, 0.0, 0.0], atol=1e-6)
-    # Gradient is σ(x) − z, including at x = 0 where |x|-based formulas give the wrong subgradient.
-    grad = jax.jit(jax.grad(lambda x, z: jnp.sum(L.sigmoid_bce(x, z))))(
-        jnp.array([0.0, 0.0, 2.0]), jnp.array([1.0, 0.0, 0.3])
-    )
-    np.testing.assert_allclose(grad, [-0.5, 0.5, 1.0 / (1.0 + math.exp(-2.0)) - 0.3], **F32)
-
-
-def test_bpr_matches_numpy_single_and_multi_negative():
-    rng = np.random.default_rng(3)
-    pos = rng.normal(size=5).astype(np.float32)
-    neg1 = rng.normal(size=5).astype(np.float32)
-    neg3 = rng.normal(size=(5, 3)).astype(np.float32)
-    ref1 = -np.log(1.0 / (1.0 + np.exp(-(pos.astype(np.float64) - neg1))))
-    np.testing.assert_allclose(jax.jit(L.bpr)(pos, neg1), ref1, **F32)
-    mask = np.array([[1, 1, 0], [0, 0, 0], [1, 1, 1], [0, 1, 0], [1, 0, 1]], bool)
-    out = jax.jit(lambda p, n, w: L.bpr(p, n, where=w))(pos, neg3, mask)
-    per = -np.log(1.0 / (1.0 + np.exp(-(pos[:, None].astype(np.float64) - neg3))))
-    ref = [per[b][mask[b]].mean() if mask[b].any() else 0.0 for b in range(5)]
-    np.testing.assert_allclose(out, ref, **F32)
-    # A [batch] mask with [batch, num_neg] negatives masks whole examples.
-    out_rows = jax.jit(lambda p, n, w: L.bpr(p, n, where=w))(pos, neg3, np.array([1, 0, 1, 1, 0], bool))
-    np.testing.assert_allclose(out_rows, np.where([1, 0, 1, 1, 0], per.mean(1), 0.0), **F32)
-
-
-def np_sampled_softmax(pos, neg, plq, nlq, pid, nid, where, nwhere, temp):
-    out = []
-    for b in range(len(pos)):
-        if not where[b]:
-            out.append(0.0)
-            continue
-        cand = [pos[b] / temp - plq[b]]
-        for j in range(neg.shape[1]):
-            if nwhere[b, j] and nid[b, j] != pid[b]:
-                cand.append(neg[b, j] / temp - nlq[b, j])
-        out.append(np_logsumexp(cand) - cand[0])
-    return np.array(out)
-
-
-def test_sampled_softmax_logq_and_accidental_hits_match_numpy():
-    rng = np.random.default_rng(4)
-    batch, k = 4, 5
-    pos = rng.normal(size=batch).astype(np.float32)
-    neg = rng.normal(size=(batch, k)).astype(np.float32)
-    plq = np.log(rng.uniform(0.05, 0.5, size=batch)).astype(np.float32)
-    nlq_shared = np.log(rng.uniform(0.05, 0.5, size=k)).astype(np.float32)
-    pid = np.array([3, 7, 1, 9])
-    nid_shared = np.array([7, 2, 3, 3, 5])  # hits: row 0 (id 3) twice, row 1 (id 7) once
-    where = np.array([1, 1, 0, 1], bool)
-    nwhere = np.array([1, 1, 1, 1, 0], bool)  # last shared negative is padding
-    f = jax.jit(
-        lambda *a: L.sampled_softmax(
-            a[0],
-            a[1],
-            pos_log_q=a[2],
-            neg_log_q=a[3],
-            pos_ids=a[4],
-            neg_ids=a[5],
-            where=a[6],
-            neg_where=a[7],
-            temperature=0.5,
-        )
-    )
-    out = f(pos, neg, plq, nlq_shared, pid, nid_shared, where, nwhere)
-    tile = lambda v: np.broadcast_to(v, (batch, k))  # noqa: E731
-    ref = np_sampled_softmax(pos, neg, plq, tile(nlq_shared), pid, tile(nid_shared), where, tile(nwhere), 0.5)
-    np.testing.assert_allclose(out, ref, **F32)
-    # Without any option it is plain softmax cross-entropy with the positive in column 0.
-    plain = jax.jit(L.sampled_softmax)(pos, neg)
-    full = np.concatenate([pos[:, None], neg], 1).astype(np.float64)
-    np.testing.assert_allclose(plain, [np_logsumexp(r) - r[0] for r in full], **F32)
-
-
-def test_in_batch_softmax_matches_numpy():
-    rng = np.random.default_rng(5)
-    batch = 5
-    logits = rng.normal(size=(batch, batch)).astype(np.float32)
-    log_q = np.log(rng.uniform(0.05, 0.5, size=batch)).astype(np.float32)
-    ids = np.array([4, 8, 4, 1, 6])  # rows 0 and 2 hold the same item: an accidental hit for each other
-    where = np.array([1, 1, 1, 1, 0], bool)  # row/column 4 is padding
-    f = jax.jit(lambda x, q, i, w: L.in_batch_softmax(x, log_q=q, ids=i, where=w, temperature=2.0))
-    out = f(logits, log_q, ids, where)
-    ref = []
-    for i in range(batch):
-        if not where[i]:
-            ref.append(0.0)
-            continue
-        z = logits[i].astype(np.float64) / 2.0 - log_q
-        keep = [j for j in range(batch) if j == i or (where[j] and ids[j] != ids[i])]
-        ref.append(np_logsumexp(z[keep]) - z[i])
-    np.testing.assert_allclose(out, ref, **F32)
-
-
-def test_task_losses_all_masked_give_zero_and_nan_padding_does_not_leak():
-    nan = jnp.full((3,), jnp.nan)
-    none = jnp.zeros(3, bool)
-    partial = jnp.array([True, False, True])
-    vals = jnp.array([0.5, jnp.nan, -1.0])
-    cases = {
-        "mse": lambda v, w: L.mse(v, jnp.zeros(3), where=w),
-        "sigmoid_bce": lambda v, w: L.sigmoid_bce(v, jnp.ones(3), where=w),
-        "bpr": lambda v, w: L.bpr(v, jnp.zeros(3), where=w),
-        "sampled_softmax": lambda v, w: L.sampled_softmax(v, jnp.zeros((3, 2)), where=w),
-        "in_batch_softmax": lambda v, w: L.in_batch_softmax(jnp.diag(v), where=w),
-    }
-    for name, loss in cases.items():
-
-        def run(v, w, loss=loss):
-            mean = lambda v: L.mean_where(loss(v, w), where=w)  # noqa: E731
-            return loss(v, w), mean(v), jax.grad(mean)(v)
-
-        f = jax.jit(run)
-        per_example, mean, _ = f(nan, none)
-        np.testing.assert_array_equal(per_example, np.zeros(3), err_msg=name)
-        assert float(mean) == 0.0, name
-        _, mean, grad = f(vals, partial)
-        assert np.isfinite(float(mean)), name
-        assert np.all(np.isfinite(grad)) and float(grad[1]) == 0.0, (name, grad)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -461,75 +304,6 @@ def test_sliced_wasserstein_equal_sizes_is_sorted_matching_and_default_is_determ
     assert other > 0.5  # a unit shift in every coordinate: E[(θ·1)²] = 1 for unit θ in 3-D
 
 
-def test_registry_and_unknown_name():
-    assert set(L.DISCREPANCIES) == set(DISC_NAMES)
-    for name in DISC_NAMES:
-        assert L.get_discrepancy(name) is getattr(L, name)
-    with pytest.raises(ValueError, match=r"unknown discrepancy 'wasserstein'.*coral.*mmd"):
-        L.get_discrepancy("wasserstein")
-    with pytest.raises(TypeError):
-        L.DISCREPANCIES["mine"] = L.mmd  # read-only
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# adversarial loss, schedules, combined loss
-# ----------------------------------------------------------------------------------------------------------------
-def test_domain_adversarial_loss_matches_numpy_balanced_and_masked():
-    rng = np.random.default_rng(10)
-    s = rng.normal(size=6).astype(np.float32)
-    t = rng.normal(size=3).astype(np.float32)
-    ms = np.array([1, 1, 0, 1, 1, 0], bool)
-    f = jax.jit(lambda s, t, ms: L.domain_adversarial_loss(s, t, source_mask=ms))
-    sig = lambda v: 1.0 / (1.0 + np.exp(-v.astype(np.float64)))  # noqa: E731
-    ref = 0.5 * np.mean(-np.log(sig(s[ms]))) + 0.5 * np.mean(-np.log(1.0 - sig(t)))
-    np.testing.assert_allclose(f(s, t, ms), ref, **F32)
-    # [rows, 1] classifier outputs are accepted; gradient on a valid source logit is (σ(s) − 1) / (2 n_valid).
-    g = jax.jit(jax.grad(lambda s: L.domain_adversarial_loss(s[:, None], t, source_mask=ms)))(s)
-    np.testing.assert_allclose(g, np.where(ms, (sig(s) - 1.0) / (2 * ms.sum()), 0.0), **F32)
-    both_empty = jax.jit(lambda s, t, ms, mt: L.domain_adversarial_loss(s, t, source_mask=ms, target_mask=mt))
-    assert float(both_empty(s, t, np.zeros(6, bool), np.zeros(3, bool))) == 0.0
-
-
-def test_dann_lambda_schedule_matches_formula_and_jits():
-    sched = L.dann_lambda_schedule(total_steps=200, gamma=10.0, max_value=0.5)
-    steps = np.array([0, 1, 50, 100, 199, 200, 500])
-    got = jax.jit(jax.vmap(sched))(jnp.asarray(steps))
-    p = np.clip(steps / 200.0, 0.0, 1.0)
-    np.testing.assert_allclose(got, 0.5 * (2.0 / (1.0 + np.exp(-10.0 * p)) - 1.0), **F32)
-    assert np.all(np.diff(np.asarray(got)) >= 0) and float(got[0]) == 0.0
-    np.testing.assert_allclose(jax.jit(L.constant_schedule(0.25))(17), 0.25, **F32)
-    warm = jax.jit(L.linear_warmup_schedule(warmup_steps=10, max_value=2.0, init_value=1.0))
-    np.testing.assert_allclose(warm(jnp.array([0, 5, 10, 30])), [1.0, 1.5, 2.0, 2.0], **F32)
-    np.testing.assert_allclose(L.linear_warmup_schedule(warmup_steps=0, max_value=3.0)(0), 3.0, **F32)
-
-
-def test_combined_loss_total_and_parts_under_jit():
-    f = jax.jit(
-        lambda a, b, d, lam: L.combined_loss(
-            {"source": a, "target": b}, d, lam=lam, weights={"source": 0.5, "target": 2.0}
-        )
-    )
-    total, parts = f(1.0, 3.0, 0.25, 4.0)
-    np.testing.assert_allclose(total, 0.5 * 1.0 + 2.0 * 3.0 + 4.0 * 0.25, **F32)
-    expected = {
-        "task/source": 1.0,
-        "task/target": 3.0,
-        "task": 6.5,
-        "discrepancy": 0.25,
-        "lam": 4.0,
-        "weighted_discrepancy": 1.0,
-        "total": 7.5,
-    }
-    assert set(parts) == set(expected)
-    for k, v in expected.items():
-        np.testing.assert_allclose(parts[k], v, err_msg=k, **F32)
-    total, parts = L.combined_loss({"target": jnp.float32(2.0)}, None, lam=0.0)
-    assert float(total) == 2.0 and float(parts["discrepancy"]) == 0.0
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# bad input
-# ----------------------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("name", DISC_NAMES)
 def test_discrepancy_bad_shapes_and_dtypes(name):
     fn = L.get_discrepancy(name)
@@ -545,7 +319,62 @@ def test_discrepancy_bad_shapes_and_dtypes(name):
         fn(jnp.zeros((4, 2)), jnp.zeros((5, 2)), hs_mask=jnp.ones(3, bool))
 
 
-def test_bad_bandwidths_lambda_weights_and_options():
+# ----------------------------------------------------------------------------------------------------------------
+# the registry: one function per name, options as parameters
+# ----------------------------------------------------------------------------------------------------------------
+def test_registry_maps_each_name_to_one_function_with_the_common_signature():
+    assert list(L.DISCREPANCIES) == DISC_NAMES + ["adversarial"]
+    functions = {name: getattr(L, name) for name in DISC_NAMES}
+    functions["adversarial"] = L.adversarial_discrepancy
+    for name, fn in functions.items():
+        assert L.DISCREPANCIES[name] is fn and L.get_discrepancy(name) is fn, name
+        params = inspect.signature(fn).parameters
+        positional = [p.name for p in params.values() if p.kind is inspect.Parameter.POSITIONAL_OR_KEYWORD]
+        assert positional == ["hs", "ht"], name
+        for mask in ("hs_mask", "ht_mask"):
+            assert params[mask].kind is inspect.Parameter.KEYWORD_ONLY and params[mask].default is None, name
+    assert len(set(map(id, functions.values()))) == len(functions)  # no two names share a function
+    with pytest.raises(TypeError):
+        L.DISCREPANCIES["mine"] = L.mmd  # read-only
+
+
+def test_get_discrepancy_binds_options(pair):
+    hs, ht, theta = pair
+    # the mmd recipe's variant: three kernels around the median heuristic, here taken on the leading 2 + 2 rows
+    bound = L.get_discrepancy("mmd", median_scales=(0.5, 1.0, 2.0), median_rows=4)
+    assert bound.keywords == {"median_scales": (0.5, 1.0, 2.0), "median_rows": 4}
+    sigma0 = np_median_sigma(hs[:2].astype(np.float64), ht[:2].astype(np.float64))
+    ref = np_mmd(hs, ht, [sigma0 * s for s in (0.5, 1.0, 2.0)])
+    np.testing.assert_allclose(jax.jit(bound)(hs, ht), ref, **F32_LOOSE)
+    bound = L.get_discrepancy("mmd", bandwidths=SIGMAS, kernel="imq")
+    np.testing.assert_allclose(jax.jit(bound)(hs, ht), np_mmd(hs, ht, SIGMAS, kernel=np_imq), **F32_LOOSE)
+    sw = L.get_discrepancy("sliced_wasserstein", projections=theta, num_quantiles=35)
+    np.testing.assert_allclose(jax.jit(sw)(hs, ht), np_sliced_w2(hs, ht, theta), **F32)
+
+
+def test_unknown_discrepancy_name_or_option_lists_the_valid_ones():
+    with pytest.raises(
+        ValueError,
+        match=r"unknown discrepancy 'wasserstein'; valid names: "
+        r"\['adversarial', 'coral', 'linear_mmd', 'mean_l2', 'mmd', 'sliced_wasserstein'\]",
+    ):
+        L.get_discrepancy("wasserstein")
+    with pytest.raises(ValueError, match="unknown discrepancy None"):
+        L.get_discrepancy(None)
+    with pytest.raises(
+        ValueError,
+        match=r"discrepancy 'mmd' has no option\(s\) \['sigma'\]; "
+        r"its options are \['bandwidths', 'median_scales', 'median_rows', 'kernel'\]",
+    ):
+        L.get_discrepancy("mmd", sigma=1.0)
+    with pytest.raises(ValueError, match=r"'coral' has no option\(s\) \['hs_mask'\]; its options are \[\]"):
+        L.get_discrepancy("coral", hs_mask=None)  # masks are per call, not options
+    with pytest.raises(ValueError, match=r"'adversarial' has no option\(s\) \['gamma'\]; its options are \[\]"):
+        L.get_discrepancy("adversarial", gamma=10.0)
+
+
+
+def test_bad_bandwidths():
     x, y = jnp.zeros((4, 2)), jnp.ones((3, 2))
     with pytest.raises(ValueError, match=r"bandwidths must be > 0, got \[1.0, -0.5\]"):
         L.mmd(x, y, bandwidths=[1.0, -0.5])
@@ -553,47 +382,6 @@ def test_bad_bandwidths_lambda_weights_and_options():
         L.mmd(x, y, bandwidths=0.0)
     with pytest.raises(ValueError, match="median_scales must be > 0"):
         L.mmd(x, y, median_scales=(1.0, -2.0))
-    with pytest.raises(ValueError, match=r"lam must be >= 0, got -0.1"):
-        L.combined_loss({"t": 1.0}, 0.5, lam=-0.1)
-    with pytest.raises(ValueError, match="lam must be >= 0"):
-        L.combined_loss({"t": 1.0}, 0.5, lam=float("nan"))
-    with pytest.raises(ValueError, match=r"weights\['t'\] must be >= 0"):
-        L.combined_loss({"t": 1.0}, 0.5, lam=1.0, weights={"t": -1.0})
-    with pytest.raises(ValueError, match=r"exactly the task_losses keys \['s', 't'\]"):
-        L.combined_loss({"s": 1.0, "t": 1.0}, 0.5, lam=1.0, weights={"s": 1.0})
-    with pytest.raises(ValueError, match=r"task_losses\['t'\] must be a scalar, got shape \(3,\)"):
-        L.combined_loss({"t": jnp.ones(3)}, 0.5, lam=1.0)
-    with pytest.raises(ValueError, match="max_value must be >= 0"):
-        L.dann_lambda_schedule(total_steps=10, max_value=-1.0)
-    with pytest.raises(ValueError, match="total_steps must be a positive int"):
-        L.dann_lambda_schedule(total_steps=0)
-    with pytest.raises(ValueError, match="warmup_steps must be a non-negative int"):
-        L.linear_warmup_schedule(warmup_steps=-1)
-    with pytest.raises(ValueError, match="value must be >= 0"):
-        L.constant_schedule(-0.5)
-
-
-def test_task_loss_bad_input():
-    with pytest.raises(ValueError, match=r"predictions \(4,\) and targets \(4, 1\)"):
-        L.mse(jnp.zeros(4), jnp.zeros((4, 1)))
-    with pytest.raises(ValueError, match=r"logits \(3,\) and labels \(2,\)"):
-        L.sigmoid_bce(jnp.zeros(3), jnp.zeros(2))
-    with pytest.raises(ValueError, match=r"neg_scores must be .* batch = 4 .*\(3, 2\)"):
-        L.bpr(jnp.zeros(4), jnp.zeros((3, 2)))
-    with pytest.raises(ValueError, match="temperature must be > 0"):
-        L.sampled_softmax(jnp.zeros(2), jnp.zeros((2, 3)), temperature=0.0)
-    with pytest.raises(ValueError, match=r"neg_ids must be \[num_neg\]"):
-        L.sampled_softmax(jnp.zeros(2), jnp.zeros((2, 3)), pos_ids=jnp.zeros(2, int), neg_ids=jnp.zeros(4, int))
-    with pytest.raises(ValueError, match="needs both pos_ids and neg_ids"):
-        L.sampled_softmax(jnp.zeros(2), jnp.zeros((2, 3)), pos_ids=jnp.zeros(2, int))
-    with pytest.raises(ValueError, match=r"square \[batch, batch\], got \(2, 3\)"):
-        L.in_batch_softmax(jnp.zeros((2, 3)))
-    with pytest.raises(ValueError, match=r"where of shape \(3,\) does not broadcast"):
-        L.mean_where(jnp.zeros(4), where=jnp.ones(3, bool))
-    with pytest.raises(ValueError, match=r"source_logits must be \[rows\] or \[rows, 1\].*\(3, 2\)"):
-        L.domain_adversarial_loss(jnp.zeros((3, 2)), jnp.zeros(3))
-    with pytest.raises(TypeError, match="floating dtype"):
-        L.sigmoid_bce(jnp.zeros(3, jnp.int32), jnp.zeros(3))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -667,13 +455,13 @@ def test_mmd_median_rows_subsample():
     rng = np.random.default_rng(0)
     hs = rng.normal(size=(40, 5)).astype(np.float32)
     ht = (rng.normal(size=(30, 5)) + 0.3).astype(np.float32)
-    full = float(jax.jit(lambda a, b: L.mmd(a, b))(hs, ht))
-    # at least all rows: identical to the full heuristic
-    np.testing.assert_allclose(float(L.mmd(hs, ht, median_rows=80)), full, rtol=1e-4)
-    # the heuristic on the leading 8 + 8 rows equals the full estimator with that bandwidth
-    pooled = np.concatenate([hs[:8], ht[:8]]).astype(np.float64)
-    d2 = ((pooled[:, None] - pooled[None]) ** 2).sum(-1)[np.triu_indices(16, 1)]
-    expected = float(L.mmd(hs, ht, bandwidths=[np.sqrt(np.median(d2))]))
-    np.testing.assert_allclose(float(L.mmd(hs, ht, median_rows=16)), expected, rtol=1e-4)
+    x, y = hs.astype(np.float64), ht.astype(np.float64)
+    f = jax.jit(L.mmd, static_argnames="median_rows")
+    # at least all rows: the heuristic on every row
+    np.testing.assert_allclose(f(hs, ht, median_rows=80), np_mmd(x, y, [np_median_sigma(x, y)]), **F32_LOOSE)
+    # 16 rows: σ₀ from the leading 8 + 8 rows only, the estimator on all 40 + 30 rows
+    sigma0 = np_median_sigma(x[:8], y[:8])
+    assert not np.isclose(sigma0, np_median_sigma(x, y), rtol=1e-2)  # the subsample really changes σ₀
+    np.testing.assert_allclose(f(hs, ht, median_rows=16), np_mmd(x, y, [sigma0]), **F32_LOOSE)
     with pytest.raises(ValueError, match="median_rows=2 must be >= 4"):
         L.mmd(hs, ht, median_rows=2)
