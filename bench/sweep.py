@@ -99,7 +99,7 @@ def main():
     single = [sw.unstack(master, s) for s in range(S)]  # the same injected Adam: the loops differ only in vmap
     keys = jnp.stack([step_key] * S)
     lam_dev = jnp.asarray(lams)
-    base = methods.bpr_objective(config.l2, methods.RECIPE_MMD, 0.0)
+    base = methods.bpr_objective(config.l2, "mmd", 0.0, discrepancy_options=methods.MMD_OPTIONS)
 
     # -- the steps --
     chunks = [None if c == "all" else int(c) for c in ARGS.chunks.split(",")]
@@ -109,7 +109,8 @@ def main():
         donate_argnums=(0,),
     )
     recompile_steps = [
-        tr.make_train_step(methods.bpr_objective(config.l2, methods.RECIPE_MMD, float(lam))) for lam in lams
+        tr.make_train_step(methods.bpr_objective(config.l2, "mmd", float(lam), discrepancy_options=methods.MMD_OPTIONS))
+        for lam in lams
     ]
 
     def run_sweep(steps, chunk):

@@ -396,9 +396,7 @@ def table(results: list[dict]) -> str:
             m = r["methods"].get(name)
             if m is None:
                 if name in r["skipped"]:
-                    lines.append(
-                        f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped |" + " |" * 12
-                    )
+                    lines.append(f"| {r['d']} | {r['k']} | {r['Q']} | {r['N']} | {name} | skipped |" + " |" * 12)
                 continue
             peak = m.get("peak_extra_bytes")
             frac = m.get("peak_extra_frac_qn")

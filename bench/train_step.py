@@ -51,7 +51,7 @@ def bench(ds, batch_size, dim, parallel):
     model = methods.SharedEmbeddingModel(
         ds.n_users, tuple(ds.n_items(d) for d in ds.domain_names), ds.domain_names, dim, (dim,)
     )
-    objective = methods.bpr_objective(1e-4, methods.RECIPE_MMD, 1.0)
+    objective = methods.bpr_objective(1e-4, "mmd", 1.0, discrepancy_options=methods.MMD_OPTIONS)
     batches = _batches(ds, batch_size, ARGS.steps, np.random.default_rng(0))
     state = tr.create_train_state(jax.random.key(0), model, batches[0], tr.OptimizerConfig())
     n_dev = jax.local_device_count()

@@ -161,8 +161,7 @@ from jaxrec.train import (
     train_step,
     unreplicate,
 )
-
-from jaxrec.version import __version__
+from jaxrec.version import __version__ as __version__
 
 _DEPRECATED_MODULES = ("mapping", "multidomain")
 

@@ -7,7 +7,6 @@ This module re-exports the names it used to define and warns once, when imported
 import warnings
 
 from jaxrec.methods import (
-    GRAPH_KEY,
     METHODS,
     CoNetConfig,
     CoNetUserTowers,

@@ -60,7 +60,6 @@ def versions() -> dict[str, str]:
     import flax
     import optax
 
-
     return {
         "python": platform.python_version(),
         "jaxrec": __version__,

@@ -35,7 +35,8 @@ def test_public_names_of_the_package():
         "load_dir", "load_recbole", "ratio_split", "synthetic",
     ]  # fmt: skip
     assert sorted(D.__all__) == expected
-    assert all(getattr(D, name).__module__.startswith("jaxrec.data.") for name in expected if callable(getattr(D, name)))
+    functions = [getattr(D, name) for name in expected if callable(getattr(D, name))]
+    assert all(f.__module__.startswith("jaxrec.data.") for f in functions)
     assert D.SPLITS == ("train", "valid", "test") and D.SHARED_USERS_RULES == ("below_heldout",)
 
 

@@ -13,7 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_metrics import ref_negatives, ref_user_metrics
+from conftest import ref_negatives, ref_user_metrics
 
 from jaxrec import data
 from jaxrec import evaluate as ev

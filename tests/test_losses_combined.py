@@ -96,4 +96,3 @@ def test_bad_lambda_weights_and_schedule_options():
         L.linear_warmup_schedule(warmup_steps=-1)
     with pytest.raises(ValueError, match="value must be >= 0"):
         L.constant_schedule(-0.5)
-

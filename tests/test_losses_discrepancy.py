@@ -373,7 +373,6 @@ def test_unknown_discrepancy_name_or_option_lists_the_valid_ones():
         L.get_discrepancy("adversarial", gamma=10.0)
 
 
-
 def test_bad_bandwidths():
     x, y = jnp.zeros((4, 2)), jnp.ones((3, 2))
     with pytest.raises(ValueError, match=r"bandwidths must be > 0, got \[1.0, -0.5\]"):

@@ -192,4 +192,3 @@ def test_task_loss_bad_input():
         L.domain_adversarial_loss(jnp.zeros((3, 2)), jnp.zeros(3))
     with pytest.raises(TypeError, match="floating dtype"):
         L.sigmoid_bce(jnp.zeros(3, jnp.int32), jnp.zeros(3))
-

@@ -6,6 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from conftest import ref_negatives, ref_user_metrics
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -21,54 +22,6 @@ _rank = jax.jit(M.sampled_rank)
 
 # --------------------------------------------------------------------------------------------------
 # Independent float64 references.
-
-
-def ref_user_metrics(ranked, positives, ks):
-    """Float64 full-ranking metrics of one user, by hand (shared with tests/test_evaluate.py).
-
-    Args:
-        ranked: item ids, best first; -1 is padding (never a hit); an id listed twice counts at its first rank.
-        positives: held-out item ids, at least one that is not -1 (-1 and repeats are ignored).
-        ks: cutoffs, each <= len(ranked).
-
-    Returns:
-        ``{"Recall@k", "Precision@k", "NDCG@k", "HR@k", "MRR@k" for k in ks, "MRR" over the whole list}``.
-    """
-    pos = {int(p) for p in positives if p >= 0}
-    seen, hits = set(), []
-    for item in ranked:
-        item = int(item)
-        hits.append(item >= 0 and item in pos and item not in seen)
-        seen.add(item)
-    first = next((r for r, h in enumerate(hits) if h), None)  # 0-based rank of first hit
-    vals = {}
-    for k in ks:
-        h = sum(hits[:k])
-        dcg = sum(1.0 / math.log2(r + 2) for r in range(k) if hits[r])
-        idcg = sum(1.0 / math.log2(r + 2) for r in range(min(len(pos), k)))
-        vals[f"Recall@{k}"] = h / len(pos)
-        vals[f"Precision@{k}"] = h / k
-        vals[f"NDCG@{k}"] = dcg / idcg
-        vals[f"HR@{k}"] = float(h > 0)
-        vals[f"MRR@{k}"] = 1.0 / (first + 1) if first is not None and first < k else 0.0
-    vals["MRR"] = 1.0 / (first + 1) if first is not None else 0.0
-    return vals
-
-
-def ref_negatives(seed, positives, pool, n_neg):
-    """The draw ``metrics.sample_negatives`` documents (``replace=True``, the positives excluded), in plain numpy.
-
-    ``n_neg`` i.i.d. uniform draws per pair over the distinct ids of ``pool``; then, while any draw equals its
-    pair's positive, all such draws are redrawn at once in row-major order. Shared with tests/test_evaluate.py.
-    """
-    pool = np.unique(pool)
-    rng = np.random.default_rng(seed)
-    neg = pool[rng.integers(0, pool.size, size=(positives.size, n_neg))]
-    while True:
-        rows, cols = np.nonzero(neg == positives[:, None])
-        if rows.size == 0:
-            return neg
-        neg[rows, cols] = pool[rng.integers(0, pool.size, size=rows.size)]
 
 
 def _ref_ranking(topk, positives, ks, where=None):

@@ -402,7 +402,6 @@ def test_embedding_lookup_padding_and_tables():
         emb.apply(params, np.ones(3, np.float32), items, 0)
 
 
-
 def test_embedding_create_tables_from_a_parent_that_reads_one_domain():
     """A parent that looks up only domain 0 gets every table from `init` once it calls `create_tables`."""
 
@@ -435,6 +434,7 @@ def test_embedding_create_tables_from_a_parent_that_reads_one_domain():
     np.testing.assert_array_equal(out, _apply(Parent(False), params, users, items))
     p = _np(params)["params"]["embed"]
     np.testing.assert_allclose(out[0], p["user_table"]["embedding"][0] + p["items_0"]["embedding"][5], rtol=1e-6)
+
 
 @pytest.mark.parametrize("similarity", ["dot", "cosine"])
 def test_two_tower_scores_match_numpy(similarity):

@@ -90,7 +90,11 @@ def _loop_reference(ds, config, configs):
                 config.l2, "adversarial", 1.0, model_kwargs=lambda step, ramp=ramp: {"grl_alpha": ramp(step)}
             )
         else:
-            disc = methods.RECIPE_MMD if config.discrepancy == "mmd" else config.discrepancy
+            disc = (
+                functools.partial(losses.mmd, **methods.MMD_OPTIONS)
+                if config.discrepancy == "mmd"
+                else config.discrepancy
+            )
             objective = methods.bpr_objective(config.l2, disc, lam)
         step = jax.jit(lambda s, b, k, objective=objective: tr.train_step(s, b, k, objective=objective))
         epoch_losses = []

@@ -8,11 +8,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from test_train_step import TinyCDR, assert_trees_close, bpr_tasks, ds, make_batches  # noqa: F401 (ds: fixture)
+from conftest import TinyCDR, assert_trees_close, bpr_tasks, make_batches
 
 from jaxrec import train as T
-
-
 
 # ---------------------------------------------------------------------------------------------- fit
 

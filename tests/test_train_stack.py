@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
-from test_train_step import TinyCDR, assert_trees_close, bpr_tasks, ds, fixed_batches  # noqa: F401 (ds: fixture)
+from conftest import TinyCDR, assert_trees_close, bpr_tasks, fixed_batches
 
 from jaxrec import models
 from jaxrec import train as T

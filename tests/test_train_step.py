@@ -4,91 +4,29 @@ References are independent of the code under test: the step's loss is recomputed
 and the parameters; ``make_optimizer`` is compared with an Optax chain built here by hand; the data-parallel steps
 are compared with one device.
 
-``TinyCDR``, ``bpr_tasks``, ``make_batches`` and the ``ds`` fixture are shared with ``test_train_fit.py`` and
-``test_train_stack.py``.
+``TinyCDR``, ``bpr_tasks``, ``make_batches``, ``PARALLEL_TOL`` and the ``ds`` fixture live in ``conftest.py``.
 """
 
 import functools
 
-import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 import pytest
+from conftest import (
+    PARALLEL_TOL,
+    TRACES,
+    TinyCDR,
+    assert_trees_close,
+    bpr_tasks,
+    fixed_batches,
+)
 
-from jaxrec import batching, data, losses
+from jaxrec import batching, losses
 from jaxrec import train as T
 
-N_USERS, N_ITEMS = 60, (30, 20)
 F32 = dict(rtol=1e-5, atol=1e-6)  # float32 against a float64 reference
-#: The ONE tolerance of every data-parallel (pmap, mesh) vs one-device comparison, parameters and losses alike.
-PARALLEL_TOL = dict(rtol=1e-5, atol=1e-6)
-
-
-class TinyCDR(nn.Module):
-    """Shared user embeddings, per-domain items, BPR scores; aligns user representations of the two domains."""
-
-    dim: int = 8
-    dropout: float = 0.0
-
-    @nn.compact
-    def __call__(self, batch, *, deterministic=True, poison=False):
-        users = nn.Embed(N_USERS, self.dim, name="users")
-        tower = nn.Dense(self.dim, name="tower")
-        out, reps = {}, []
-        for k, name in enumerate(("source", "target")):
-            b = batch[name]
-            items = nn.Embed(N_ITEMS[k], self.dim, name=f"items_{name}")
-            u = tower(users(b["users"]))
-            u = nn.Dropout(self.dropout)(u, deterministic=deterministic)
-            pos = jnp.sum(u * items(b["items"]), -1)
-            neg = jnp.sum(u * items(b["negatives"][:, 0]), -1)
-            out[name] = (pos, neg)
-            reps.append(u)
-        out["align"] = (reps[0], reps[1], batch["source"]["mask"], batch["target"]["mask"])
-        if poison is not False:
-            out["source"] = (out["source"][0] * jnp.where(poison, jnp.nan, 1.0), out["source"][1])
-        return out
-
-
-TRACES = {"n": 0}
-
-
-def bpr_tasks(outputs, batch):
-    TRACES["n"] += 1  # Python side effect: runs once per trace
-    return {
-        name: losses.mean_where(losses.bpr(*outputs[name]), where=batch[name]["mask"]) for name in ("source", "target")
-    }
-
-
-@pytest.fixture(scope="module")
-def ds():
-    dataset, _ = data.synthetic(
-        n_users=N_USERS, n_items=N_ITEMS, interactions_per_user=(8.0, 5.0), min_interactions=2, seed=0
-    )
-    return dataset
-
-
-def make_batches(ds, sizes=(64, 32)):
-    inters = {n: ds.interactions(n) for n in ("source", "target")}
-    n_items = {n: ds.n_items(n) for n in ("source", "target")}
-
-    def make(rng):
-        return batching.multi_domain_batches(
-            inters, dict(zip(("source", "target"), sizes)), rng=rng, n_items=n_items, n_negatives=1
-        )
-
-    return make
-
-
-def fixed_batches(ds, n=6, sizes=(64, 32)):
-    return list(make_batches(ds, sizes)(np.random.default_rng(0)))[:n]
-
-
-def assert_trees_close(a, b, *, rtol, atol):
-    for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b), strict=True):
-        np.testing.assert_allclose(np.asarray(x), np.asarray(y), rtol=rtol, atol=atol)
 
 
 # ---------------------------------------------------------------------------------------------- optimizers
@@ -263,6 +201,7 @@ def test_alignment_writes_the_adversarial_schedule_once():
         # bit-equal to the ramp the recipes built by hand: dann_lambda_schedule(max_value=max(λ, 1e-6))
         by_hand = losses.dann_lambda_schedule(total_steps=total, max_value=max(lam, 1e-6))
         np.testing.assert_array_equal(alpha, jax.vmap(by_hand)(jnp.asarray(steps)))
+
         # a traced λ (one model of a vmapped stack): bit-equal to the ramp the sweep built by hand on a traced λ,
         # and equal to the Python-float ramp up to XLA's constant folding
         def both(lam_t):

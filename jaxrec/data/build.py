@@ -247,4 +247,3 @@ def from_arrays(
     return from_raw(
         raw, unknown_items=unknown_items, duplicates=duplicates, item_space=item_space, shared_users=shared_users
     )
-

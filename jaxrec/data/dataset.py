@@ -272,4 +272,3 @@ class CrossDomainDataset:
                         lines.append(f"cold-start test users {other} -> {name}: {n:,}")
         lines.extend(f"note: {n}" for n in self.notes)
         return "\n".join(lines)
-

@@ -275,4 +275,3 @@ def _table_ids(series) -> np.ndarray:
     if values.dtype.kind in "iu":
         return values.astype(np.int64)
     return values.astype(str)
-

@@ -195,4 +195,3 @@ def limit_overlap(
         splits = new_source if name == source else d.splits
         domains[name] = dataclasses.replace(d, splits=dict(splits))
     return CrossDomainDataset(domains, int(n_users), user_ids, ds.notes + (note,))
-

@@ -65,11 +65,11 @@ from jaxrec.methods.common import (
     warm_or_popularity,
 )
 from jaxrec.methods.embedding import (
-    RECIPE_MMD,
+    MMD_OPTIONS,
     EmbeddingConfig,
     SharedEmbeddingModel,
     fit_embedding,
-    recipe_discrepancy,
+    recipe_objective,
     scorer_for,
     train_aligned,
     train_cmf,
@@ -104,7 +104,7 @@ METHODS: dict[str, Method] = {
     "mmd": Method(
         "mmd",
         train_aligned,
-        EmbeddingConfig(user_tower=(64,), discrepancy="mmd", lam=1.0),
+        EmbeddingConfig(user_tower=(64,), discrepancy="mmd", discrepancy_options=MMD_OPTIONS, lam=1.0),
         "cmf + user towers + multi-kernel MMD alignment",
     ),
     "coral": Method(
@@ -204,11 +204,11 @@ __all__ = [
     "PopularityConfig",
     "train_popularity",
     # shared embeddings
-    "RECIPE_MMD",
+    "MMD_OPTIONS",
     "EmbeddingConfig",
     "SharedEmbeddingModel",
     "fit_embedding",
-    "recipe_discrepancy",
+    "recipe_objective",
     "scorer_for",
     "train_aligned",
     "train_cmf",

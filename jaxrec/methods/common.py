@@ -23,7 +23,7 @@ Example (the skeleton of a recipe; see :mod:`jaxrec.methods.embedding` for a com
 
 from __future__ import annotations
 
-from typing import Any, Callable, Iterator, NamedTuple, Sequence
+from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
 import jax
@@ -233,6 +233,7 @@ def bpr_objective(
     lam: float | Callable = 0.0,
     *,
     model_kwargs: Callable[[jax.Array], dict] | None = None,
+    discrepancy_options: Mapping[str, Any] | None = None,
 ) -> tr.Objective:
     """The objective of the BPR recipes: per domain, masked-mean BPR plus ``l2`` × the mean squared norms of the
     batch's vectors, and optionally ``λ·D`` on the model's ``"align"`` output.
@@ -242,6 +243,7 @@ def bpr_objective(
       discrepancy: the alignment term, as :class:`jaxrec.train.Objective` takes it (a name, a callable or None).
       lam: λ, a float or a schedule ``step -> λ``.
       model_kwargs: optional ``step -> dict`` of extra model inputs (e.g. the gradient-reversal strength).
+      discrepancy_options: keyword options of the named discrepancy (``losses.get_discrepancy``).
 
     Returns:
       A :class:`jaxrec.train.Objective` whose task losses are ``{domain: scalar}`` for every domain record in the
@@ -263,7 +265,13 @@ def bpr_objective(
             result[name] = bpr + l2 * losses.mean_where(reg, where=o["mask"])
         return result
 
-    return tr.Objective(task_loss, discrepancy=discrepancy, lam=lam, model_kwargs=model_kwargs)
+    return tr.Objective(
+        task_loss,
+        discrepancy=discrepancy,
+        lam=lam,
+        model_kwargs=model_kwargs,
+        discrepancy_options=discrepancy_options,
+    )
 
 
 # ----------------------------------------------------------------------------------------------------------------

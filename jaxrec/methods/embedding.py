@@ -16,14 +16,14 @@ positive, ``D`` embedding width.
 from __future__ import annotations
 
 import dataclasses
-import functools
-from typing import Any, Callable
+from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from flax.core import FrozenDict
 
-from jaxrec import checks, losses, models
+from jaxrec import checks, models
 from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset
@@ -42,11 +42,11 @@ from jaxrec.methods.common import (
 )
 
 __all__ = [
-    "RECIPE_MMD",
+    "MMD_OPTIONS",
     "EmbeddingConfig",
     "SharedEmbeddingModel",
     "fit_embedding",
-    "recipe_discrepancy",
+    "recipe_objective",
     "scorer_for",
     "train_aligned",
     "train_cmf",
@@ -72,6 +72,9 @@ class EmbeddingConfig:
         memorises at the customary 1e-4).
       discrepancy: alignment term (``None``, ``"mean_l2"``, ``"linear_mmd"``, ``"mmd"``, ``"coral"``,
         ``"sliced_wasserstein"``, ``"adversarial"``).
+      discrepancy_options: keyword options of the alignment term, bound by :func:`jaxrec.losses.get_discrepancy`
+        (e.g. ``{"median_scales": (0.5, 1.0, 2.0), "median_rows": 128}`` for ``"mmd"``: three Gaussian kernels
+        around the median heuristic, the median taken on 128 rows); ``None``: the function's defaults.
       lam: λ of the alignment term (for ``"adversarial"``: the maximum of the DANN ramp of the reversal
         strength).
       align_size: users per domain per step on which the alignment term is computed (MMD is O(n²)).
@@ -98,6 +101,7 @@ class EmbeddingConfig:
     learning_rate: float = 1e-2
     l2: float = 1e-2
     discrepancy: str | None = None
+    discrepancy_options: Mapping[str, Any] | None = None
     lam: float = 0.0
     align_size: int = 256
     patience: int = 4
@@ -114,7 +118,9 @@ class EmbeddingConfig:
             checks.positive_int(f"EmbeddingConfig.{name}", getattr(self, name))
         if self.learning_rate <= 0 or self.l2 < 0 or self.lam < 0:
             raise ValueError(f"learning_rate={self.learning_rate} must be > 0, l2={self.l2} and lam={self.lam} >= 0")
-        tr.resolve_discrepancy(self.discrepancy)
+        if self.discrepancy_options is not None:
+            object.__setattr__(self, "discrepancy_options", FrozenDict(self.discrepancy_options))
+        tr.resolve_discrepancy(self.discrepancy, self.discrepancy_options)
         check_parallel(self)
 
 
@@ -178,25 +184,20 @@ class SharedEmbeddingModel(nn.Module):
         return out
 
 
-#: The ``mmd`` recipe's discrepancy: three Gaussian kernels around the median heuristic, the median taken on 128
-#: rows (sorting all (n+m)²/2 distances would dominate a CPU step).
-RECIPE_MMD = functools.partial(losses.mmd, median_scales=(0.5, 1.0, 2.0), median_rows=128)
+#: The ``mmd`` recipe's options of :func:`jaxrec.losses.mmd`: three Gaussian kernels around the median heuristic,
+#: the median taken on 128 rows (sorting all (n+m)²/2 distances would dominate a CPU step).
+MMD_OPTIONS = FrozenDict({"median_scales": (0.5, 1.0, 2.0), "median_rows": 128})
 
 
-def recipe_discrepancy(name: str | None) -> str | Callable | None:
-    """The alignment term the recipes train with for ``EmbeddingConfig.discrepancy == name``: :data:`RECIPE_MMD`
-    for ``"mmd"``, the name itself otherwise (resolved by :class:`jaxrec.train.Objective`)."""
-    return RECIPE_MMD if name == "mmd" else name
+def recipe_objective(config: EmbeddingConfig, *, joint: bool, total_steps: int) -> tr.Objective:
+    """BPR + L2 on every domain, plus ``λ·D`` of ``config.discrepancy`` when ``joint`` (more than one domain).
 
-
-def _recipe_objective(config: EmbeddingConfig, *, joint: bool, total_steps: int) -> tr.Objective:
-    """BPR + L2 on every domain, plus the alignment term when ``joint`` (more than one domain)."""
-    if config.discrepancy == "adversarial":
-        ramp = losses.dann_lambda_schedule(total_steps=total_steps, max_value=max(config.lam, 1e-6))
-        return bpr_objective(config.l2, "adversarial", 1.0, model_kwargs=lambda step: {"grl_alpha": ramp(step)})
+    The alignment fields (including the adversarial schedule) come from :func:`jaxrec.train.alignment`.
+    """
     if not joint:
-        return bpr_objective(config.l2, None, 0.0)
-    return bpr_objective(config.l2, recipe_discrepancy(config.discrepancy), config.lam)
+        return bpr_objective(config.l2)
+    terms = tr.alignment(config.discrepancy, config.lam, total_steps=total_steps, options=config.discrepancy_options)
+    return bpr_objective(config.l2, **terms)
 
 
 def fit_embedding(
@@ -227,10 +228,8 @@ def fit_embedding(
         adversarial,
         config.align_size,
     )
-    batches, steps_per_epoch = domain_batches(
-        ds, domains, batch_size=config.batch_size, n_negatives=config.n_negatives
-    )
-    objective = _recipe_objective(config, joint=len(domains) > 1, total_steps=steps_per_epoch * config.epochs)
+    batches, steps_per_epoch = domain_batches(ds, domains, batch_size=config.batch_size, n_negatives=config.n_negatives)
+    objective = recipe_objective(config, joint=len(domains) > 1, total_steps=steps_per_epoch * config.epochs)
     valid = valid_evaluator(ds, source, target, cold=source in domains)
     evaluate = None if valid is None else (lambda params: valid(scorer_for(model, params, ds, domains, target)))
     config_t = train_config(config, steps_per_epoch=steps_per_epoch, early_stopping=valid is not None)

@@ -172,8 +172,7 @@ def padded_history(ds: CrossDomainDataset, domain: str, *, length: int, seed: in
     seen = ds.seen(domain, "train")
     rng = np.random.default_rng(seed)
     chunks = [
-        sample_rows(seen, np.arange(lo, min(lo + 4096, seen.n_rows)), length, rng)
-        for lo in range(0, seen.n_rows, 4096)
+        sample_rows(seen, np.arange(lo, min(lo + 4096, seen.n_rows)), length, rng) for lo in range(0, seen.n_rows, 4096)
     ]
     return np.concatenate(chunks) if chunks else np.zeros((0, length), np.int32)
 

@@ -42,7 +42,7 @@ from jaxrec.models.embeddings import CrossDomainEmbedding, TwoTower
 from jaxrec.models.encoders import HistoryEncoder, SharedSpecificEncoder
 from jaxrec.models.layers import ACTIVATIONS, DEFAULT_EMBEDDING_INIT, MLP, Activation
 from jaxrec.models.mapping import EMCDRMapping, PTUPCDRMeta
-from jaxrec.models.multidomain import MMoE, PLE, STAR, SharedBottom
+from jaxrec.models.multidomain import PLE, STAR, MMoE, SharedBottom
 
 __all__ = [
     "ACTIVATIONS",

@@ -68,7 +68,6 @@ def gradient_reversal(x: Array, alpha: float | Array = 1.0) -> Array:
     return _reverse(x, alpha)
 
 
-
 class DomainClassifier(nn.Module):
     """Domain classifier for adversarial alignment (DANN): ``MLP(gradient_reversal(h, alpha))`` → one logit per row.
 

@@ -1,9 +1,10 @@
 """Multi-domain networks: one input row and its domain index → that domain's output.
 
 `SharedBottom` shares one bottom network and `MMoE` / `PLE` mix experts through per-domain gates, each before
-a tower per domain; `STAR` multiplies shared and per-domain layer weights. Every module takes ``domain`` as described in `jaxrec.models.layers` (a static int,
-an integer array ``[batch]``, or ``None`` for every domain), computes every domain's branch (K is small) and
-selects; under ``jit`` branches that a static ``domain`` does not use are removed as dead code.
+a tower per domain; `STAR` multiplies shared and per-domain layer weights. Every module takes ``domain`` as
+described in `jaxrec.models.layers` (a static int, an integer array ``[batch]``, or ``None`` for every domain),
+computes every domain's branch (K is small) and selects; under ``jit`` branches that a static ``domain`` does not use
+are removed as dead code.
 
 Axis conventions: ``batch`` (B) rows; ``d_in`` input width; ``domains`` (K); ``experts`` (E) experts of a
 mixture; ``d_out`` the width of a tower's output.

@@ -1,5 +1,4 @@
-"""Bar charts: a metric of several methods with error bars, and domain-gap measures of compared user sets.
-"""
+"""Bar charts: a metric of several methods with error bars, and domain-gap measures of compared user sets."""
 
 from __future__ import annotations
 

@@ -1,8 +1,9 @@
 """Vectorized hyper-parameter sweeps: ``S`` models trained in ONE compiled program by ``jax.vmap``.
 
-* :mod:`jaxrec.sweep.vmapped` — the recipe-agnostic machinery: stacked train states (:func:`create_sweep_state`,
-  with the learning rate in the optimizer state, :func:`sweep_optimizer`), the vmapped
-  :func:`jaxrec.train.train_step` (:func:`make_sweep_step`, λ a traced ``[S]`` argument) and :func:`unstack`.
+* :mod:`jaxrec.train.stack` — the recipe-agnostic machinery, re-exported here under the sweep's names: stacked
+  train states (:func:`create_sweep_state`, with the learning rate in the optimizer state,
+  :func:`sweep_optimizer`), the vmapped :func:`jaxrec.train.train_step` (:func:`make_sweep_step`, λ a traced
+  ``[S]`` argument) and :func:`unstack`.
 * :mod:`jaxrec.sweep.driver` — the shared-embedding recipes swept: :func:`sweep` trains ``S`` configurations of
   λ, learning rate and seed of ``cmf`` / ``mmd`` / ``coral`` / ``dann`` on one shared batch stream and evaluates
   them on the target's valid cold users; :func:`sweep_table` prints the result.
@@ -30,9 +31,12 @@ Example:
     >>> print(sweep_table(result))  # doctest: +SKIP
 """
 
-from jaxrec.sweep import driver, vmapped
+from jaxrec.sweep import driver
 from jaxrec.sweep.driver import SWEEP_METHODS, SweepResult, sweep, sweep_config, sweep_table
-from jaxrec.sweep.vmapped import create_sweep_state, make_sweep_step, sweep_optimizer, unstack
+from jaxrec.train.stack import create_stacked_state as create_sweep_state
+from jaxrec.train.stack import make_stacked_step as make_sweep_step
+from jaxrec.train.stack import stack_optimizer as sweep_optimizer
+from jaxrec.train.stack import unstack
 
 __all__ = [
     "SWEEP_METHODS",
@@ -45,5 +49,4 @@ __all__ = [
     "sweep_optimizer",
     "sweep_table",
     "unstack",
-    "vmapped",
 ]

@@ -20,10 +20,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import evaluate as ev
-from jaxrec import losses, methods
-from jaxrec import train as tr
+from jaxrec import methods
 from jaxrec.data import CrossDomainDataset
-from jaxrec.sweep.vmapped import create_sweep_state, make_sweep_step, sweep_optimizer, unstack
+from jaxrec.train import stack
 
 __all__ = ["SWEEP_METHODS", "SweepResult", "sweep", "sweep_config", "sweep_table"]
 
@@ -40,7 +39,8 @@ class SweepResult(NamedTuple):
       lam: ``float64 [S]`` λ of each model.
       learning_rate: ``float64 [S]``.
       seed: ``int64 [S]`` parameter-init seed.
-      params: the final parameters, stacked (every leaf ``[S, ...]``); :func:`unstack` gives one model's.
+      params: the final parameters, stacked (every leaf ``[S, ...]``); :func:`jaxrec.train.stack.unstack`
+        gives one model's.
       history: ``{metric: float64 [E, S]}``, each epoch's mean over its steps of ``train_step``'s metrics
         (``loss``, ``task``, ``task/<domain>``, ``discrepancy``, ``weighted_discrepancy``, ``grad_norm``, ...).
         ``history["lam"]`` is the weight of the alignment term in the loss: the swept λ, except for
@@ -66,7 +66,7 @@ class SweepResult(NamedTuple):
 
     def scorer(self, ds: CrossDomainDataset, index: int, domain: str) -> ev.Scorer:
         """An ``evaluate.Scorer`` of model ``index`` over ``domain``'s items (``methods.scorer_for``)."""
-        return methods.scorer_for(self.model, unstack(self.params, index), ds, self.domains, domain)
+        return methods.scorer_for(self.model, stack.unstack(self.params, index), ds, self.domains, domain)
 
 
 def sweep_config(method: str, **overrides) -> methods.EmbeddingConfig:
@@ -151,28 +151,26 @@ def _check_epochs_and_chunk(epochs, chunk) -> None:
 # ----------------------------------------------------------------------------------------------------------------
 
 #: The recipe's optimizer, one object so that the stacked states' static ``tx`` (a jit cache key) never changes.
-_ADAM = sweep_optimizer("adam")
+_ADAM = stack.stack_optimizer("adam")
 
 #: One ``SharedEmbeddingModel`` object per description: its bound ``apply`` (compared by identity) is part of the
 #: stacked states' treedef, so a fresh module per call would recompile the step.
 _recipe_model = functools.lru_cache(maxsize=32)(methods.SharedEmbeddingModel)
 
 
-def _lam_as_reversal(objective: tr.Objective, lam: jax.Array, *, total_steps: int) -> tr.Objective:
-    """λ is the maximum of the DANN ramp of the gradient-reversal strength (as the ``dann`` recipe trains)."""
-    ramp = losses.dann_lambda_schedule(total_steps=total_steps, max_value=jnp.maximum(lam, 1e-6))
-    return dataclasses.replace(objective, model_kwargs=lambda step: {"grl_alpha": ramp(step)})
-
-
 @functools.lru_cache(maxsize=32)
-def _recipe_step(l2: float, discrepancy: str | None, total_steps: int, chunk: int | None) -> Callable:
-    """The recipe's sweep step, built once per static description so a second :func:`sweep` never recompiles."""
+def _recipe_step(l2: float, discrepancy: str | None, options: Any, total_steps: int, chunk: int | None) -> Callable:
+    """The recipe's sweep step, built once per static description so a second :func:`sweep` never recompiles.
+
+    λ is bound per model as the embedding recipes train: the loss weight, or for ``"adversarial"`` the maximum
+    of the DANN ramp of the gradient-reversal strength (:func:`jaxrec.train.stack.lam_as_reversal`).
+    """
     if discrepancy == "adversarial":
-        objective = methods.bpr_objective(l2, "adversarial", 1.0)
-        bind = functools.partial(_lam_as_reversal, total_steps=total_steps)
-        return make_sweep_step(objective, bind_lam=bind, chunk=chunk)
-    objective = methods.bpr_objective(l2, methods.recipe_discrepancy(discrepancy), 0.0)
-    return make_sweep_step(objective, chunk=chunk)
+        objective = methods.bpr_objective(l2, "adversarial", 1.0, discrepancy_options=options)
+        bind = functools.partial(stack.lam_as_reversal, total_steps=total_steps)
+        return stack.make_stacked_step(objective, bind_lam=bind, chunk=chunk)
+    objective = methods.bpr_objective(l2, discrepancy, 0.0, discrepancy_options=options)
+    return stack.make_stacked_step(objective, chunk=chunk)
 
 
 def _train_epochs(step: Callable, states, batches: Callable, epochs: int, keys, lam) -> tuple[Any, dict]:
@@ -202,7 +200,7 @@ def _all_finite(params) -> jax.Array:
     return functools.reduce(jnp.logical_and, leaves)
 
 
-_unstack_jit = jax.jit(unstack)  # the index traced: one compilation for every model
+_unstack_jit = jax.jit(stack.unstack)  # the index traced: one compilation for every model
 
 
 def _valid_metrics(ds, model, params, domains, source, target, finite: np.ndarray) -> dict | None:
@@ -245,8 +243,8 @@ def sweep(
     """Trains ``S`` shared-embedding models (the ``cmf``/``mmd``/``coral``/``dann`` recipe) in one program.
 
     The model is ``methods.SharedEmbeddingModel`` on ``(source, target)``, the objective
-    ``Σ_d L_BPR(d) + λ·D(h_source, h_target)`` of ``methods.bpr_objective`` with ``config.discrepancy`` (MMD as
-    ``methods.RECIPE_MMD``; for ``"adversarial"`` λ is the maximum of the DANN ramp of the reversal strength),
+    ``Σ_d L_BPR(d) + λ·D(h_source, h_target)`` of ``methods.bpr_objective`` with ``config.discrepancy`` and
+    ``config.discrepancy_options``; for ``"adversarial"`` λ is the maximum of the DANN ramp of the reversal strength),
     Adam with a per-model learning rate. Every model trains for exactly ``epochs`` epochs (no early stopping) on
     the same batch stream (order and negatives from ``config.seed``); the final parameters are evaluated on the
     target's valid cold users. A model whose loss or parameters become non-finite (e.g. too large a learning
@@ -261,7 +259,7 @@ def sweep(
       learning_rate: learning rates (> 0).
       seed: parameter-init seeds.
       epochs: epochs per model (default ``config.epochs``).
-      chunk: models vmapped together (None: all S); see :func:`jaxrec.sweep.make_sweep_step`.
+      chunk: models vmapped together (None: all S); see :func:`jaxrec.train.stack.make_stacked_step`.
 
     Each of ``lam``/``learning_rate``/``seed`` is None (use the config's value) or a sequence of length S or 1
     (shared by every model); all given sequences of length > 1 must have the same length S. Model ``s`` uses
@@ -296,10 +294,12 @@ def sweep(
         ds.n_users, n_items, domains, config.dim, tuple(config.user_tower), adversarial, config.align_size
     )
     keys = jnp.stack([jax.random.split(jax.random.key(int(s))) for s in seeds])
-    states = create_sweep_state(keys[:, 0], model, next(iter(batches(0))), _ADAM, learning_rate=rates)
+    states = stack.create_stacked_state(keys[:, 0], model, next(iter(batches(0))), _ADAM, learning_rate=rates)
 
     # -- training: the cached step, every model for exactly `epochs` epochs --
-    step = _recipe_step(config.l2, config.discrepancy, steps_per_epoch * epochs if adversarial else 0, chunk)
+    step = _recipe_step(
+        config.l2, config.discrepancy, config.discrepancy_options, steps_per_epoch * epochs if adversarial else 0, chunk
+    )
     states, history = _train_epochs(step, states, batches, epochs, keys[:, 1], jnp.asarray(lams, jnp.float32))
 
     # -- evaluation of every finite model on valid, and the best one --

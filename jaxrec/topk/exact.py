@@ -301,4 +301,3 @@ def similarity_topk(
         accelerator=accelerator,
         precision=precision,
     )
-

@@ -42,6 +42,7 @@ from jaxrec.train.objective import Objective, alignment
 from jaxrec.train.optim import OPTIMIZERS
 from jaxrec.train.step import TrainState, train_step
 
+
 @functools.lru_cache(maxsize=None)
 def stack_optimizer(name: str = "adam", **kwargs) -> optax.GradientTransformation:
     """An optimizer of :data:`jaxrec.train.OPTIMIZERS` whose learning rate lives in its state.

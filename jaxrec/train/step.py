@@ -78,7 +78,6 @@ def create_train_state(
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
 
 
-
 def _at(value, step):
     """``value(step)`` for a schedule, else ``value``."""
     return value(step) if callable(value) else value
