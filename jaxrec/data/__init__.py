@@ -12,6 +12,7 @@ Modules, along the data path (each imports only those above it):
     loaders), the ``shared_users`` rules.
   * ``loaders``: :func:`load_dir`, :func:`load_recbole`, :func:`from_table`.
   * ``splits``: :func:`cold_start_split`, :func:`leave_one_out`, :func:`ratio_split`, :func:`limit_overlap`.
+  * ``registry``: :data:`LOADERS` by name and :func:`get_loader`.
   * ``synth``: :func:`synthetic` data with a planted cross-domain structure (:class:`SyntheticConfig`,
     :class:`Planted`).
 
@@ -24,11 +25,13 @@ Example:
 from jaxrec.data.build import SHARED_USERS_RULES, from_arrays
 from jaxrec.data.dataset import CSR, SPLITS, CrossDomainDataset, DataError, Domain, Interactions
 from jaxrec.data.loaders import from_table, load_dir, load_recbole
+from jaxrec.data.registry import LOADERS, get_loader
 from jaxrec.data.splits import cold_start_split, leave_one_out, limit_overlap, ratio_split
 from jaxrec.data.synth import Planted, SyntheticConfig, synthetic
 
 __all__ = [
     "CSR",
+    "LOADERS",
     "SHARED_USERS_RULES",
     "SPLITS",
     "CrossDomainDataset",
@@ -40,6 +43,7 @@ __all__ = [
     "cold_start_split",
     "from_arrays",
     "from_table",
+    "get_loader",
     "leave_one_out",
     "limit_overlap",
     "load_dir",

@@ -185,16 +185,16 @@ def create_every_table(
 
     Args:
       module: the recipe model (``module.is_initializing()`` decides).
-      embed: its :class:`jaxrec.models.CrossDomainEmbedding` (called once: every item table is created).
+      embed: its :class:`jaxrec.models.CrossDomainEmbedding` (``create_tables``: the user and every item table).
       n_domains: domains of the model, for ``user_vectors``.
       user_vectors: the model's ``(users int32 [B], domain) -> [B, D]``, called once per domain index in
         ``range(n_domains)`` (per-domain towers or heads); None when users have no per-domain parameters.
     """
     if not module.is_initializing():
         return
-    zeros = jnp.zeros((1,), jnp.int32)
-    embed(zeros, zeros, 0)
+    embed.create_tables()
     if user_vectors is not None:
+        zeros = jnp.zeros((1,), jnp.int32)
         for k in range(n_domains):
             user_vectors(zeros, k)
 
