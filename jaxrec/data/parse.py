@@ -383,7 +383,7 @@ def array_numbers(values: np.ndarray, what: str, src: Source) -> np.ndarray:
     if kind in "US" or (kind == "O" and all(isinstance(v, str) for v in values.tolist())):
         return numbers([str(v) for v in values.tolist()], what, src)
     if kind not in "biufO":
-        raise DataError(f"{src.name}: {what} must be numbers, got dtype {values.dtype}")
+        raise DataError(f"{src.name}: {what}s must be numbers, got dtype {values.dtype}")
     try:
         out = values.astype(np.float64)
     except (TypeError, ValueError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import pathlib
+import warnings
 from typing import Any, Mapping
 
 import numpy as np
@@ -62,16 +63,27 @@ def _read(table: Any, pd: Any) -> tuple[Any, parse.Source]:
         parse.check_file(path)
         raise DataError(f"{path}: unsupported table format {snippet(path.suffix)}; expected .csv, .tsv or .parquet")
     text = parse.read_lines(path)
+    kind = suffix[1:].upper()
     try:
-        frame = pd.read_csv(
-            io.StringIO(text.text), sep="\t" if suffix == ".tsv" else ",", dtype=str, keep_default_na=False
-        )
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", pd.errors.ParserWarning)  # rows longer than the header lose data
+            frame = pd.read_csv(
+                io.StringIO(text.text),
+                sep="\t" if suffix == ".tsv" else ",",
+                dtype=str,
+                keep_default_na=False,
+                index_col=False,
+            )
     except pd.errors.EmptyDataError:
         raise DataError(
             f"{path}: empty file (expected a header line naming the columns, then one row per line)"
         ) from None
+    except pd.errors.ParserWarning:
+        raise DataError(
+            f"{path}: a row has more fields than the header; every {kind} row needs the same fields"
+        ) from None
     except ValueError as e:  # pandas' ParserError is a ValueError
-        raise DataError(f"{path}: not a well-formed {suffix[1:].upper()} table: {snippet(str(e).strip())}") from None
+        raise DataError(f"{path}: not a well-formed {kind} table: {snippet(str(e).strip())}") from None
     if len(text.lines) == len(frame) + 1:  # one line per row: messages can name the line
         return frame, parse.Source(str(path), text.numbers[1:], text.lines[1:])
     return frame, parse.Source(str(path), np.arange(1, len(frame) + 1), unit="data row")
