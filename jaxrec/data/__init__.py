@@ -13,12 +13,12 @@ Modules, along the data path (each imports only those above it):
     loaders), the ``shared_users`` rules.
   * ``tables``: :func:`from_table` (a DataFrame, CSV, TSV or Parquet table).
   * ``loaders``: :func:`load_dir`, :func:`load_recbole` (and :func:`from_table` re-exported).
-
-Every loader raises :class:`DataError` for bad input (naming the file and line, or the argument), never
-another exception type.
   * ``splits``: :func:`cold_start_split`, :func:`leave_one_out`, :func:`ratio_split`, :func:`limit_overlap`.
   * ``synth``: :func:`synthetic` data with a planted cross-domain structure (:class:`SyntheticConfig`,
     :class:`Planted`).
+
+For bad input every loader raises :class:`DataError`, naming the file and line (or the argument, or the table
+row) and quoting the offending text cut to about 100 characters; ``parse`` lists what is validated.
 
 Example:
   >>> ds = jaxrec.data.load_dir("../shared/data/amazon-game-video", shared_users="below_heldout")
