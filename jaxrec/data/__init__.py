@@ -7,14 +7,19 @@ stated in ``jaxrec.data.dataset``.
 
 Modules, along the data path (each imports only those above it):
   * ``dataset``: the in-memory types :class:`CrossDomainDataset`, :class:`Domain`, :class:`Interactions`,
-    :class:`CSR`, and :class:`DataError`.
+    :class:`CSR`, and :class:`DataError` (``dataset.snippet`` cuts quoted input in messages).
+  * ``parse``: strict reading of files, ids and numbers; its docstring lists what every loader validates.
   * ``build``: a dataset from raw ids (:func:`from_arrays`; ``build.RawSplit`` and ``build.from_raw`` for
     loaders), the ``shared_users`` rules.
-  * ``loaders``: :func:`load_dir`, :func:`load_recbole`, :func:`from_table`.
+  * ``tables``: :func:`from_table` (a DataFrame, CSV, TSV or Parquet table).
+  * ``loaders``: :func:`load_dir`, :func:`load_recbole` (and :func:`from_table` re-exported).
   * ``splits``: :func:`cold_start_split`, :func:`leave_one_out`, :func:`ratio_split`, :func:`limit_overlap`.
   * ``registry``: :data:`LOADERS` by name and :func:`get_loader`.
   * ``synth``: :func:`synthetic` data with a planted cross-domain structure (:class:`SyntheticConfig`,
     :class:`Planted`).
+
+For bad input every loader raises :class:`DataError`, naming the file and line (or the argument, or the table
+row) and quoting the offending text cut to about 100 characters; ``parse`` lists what is validated.
 
 Example:
   >>> ds = jaxrec.data.load_dir("../shared/data/amazon-game-video", shared_users="below_heldout")

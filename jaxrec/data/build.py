@@ -14,7 +14,8 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, Domain, Interactions
+from jaxrec.data import parse
+from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, Domain, Interactions, snippet
 
 
 @dataclasses.dataclass
@@ -28,6 +29,7 @@ class RawSplit:
       timestamps: optional ``float64 [n]``.
       source: the file name or a description, quoted in error messages.
       lines: optional ``int64 [n]`` 1-based line number of each row in ``source`` (else errors name the row).
+      unit: what ``lines`` count, ``"line"`` of a file or ``"row"`` of a table.
     """
 
     users: np.ndarray  # raw ids (int64 or str)
@@ -36,11 +38,11 @@ class RawSplit:
     timestamps: np.ndarray | None = None  # float64
     source: str = "<arrays>"  # file name or description
     lines: np.ndarray | None = None  # 1-based line number of each row in ``source``
+    unit: str = "line"
 
 
 def _where(raw: RawSplit, row: int) -> str:
-    line = f", line {int(raw.lines[row])}" if raw.lines is not None else f", row {row}"
-    return f"{raw.source}{line}"
+    return parse.Source(raw.source, raw.lines, unit=raw.unit).at(row)
 
 
 def _sorted_unique(values: list[np.ndarray]) -> np.ndarray:
@@ -60,13 +62,17 @@ def _shared_bound(raw: Mapping[str, Mapping[str, RawSplit]], shared_users: int |
     """The bound ``N`` of ``shared_users``: integer user ids ``< N`` name one person in every domain."""
     if isinstance(shared_users, str):
         if shared_users != "below_heldout":
-            raise DataError(f"shared_users={shared_users!r}; expected None, an integer or one of {SHARED_USERS_RULES}")
+            raise DataError(
+                f"shared_users={snippet(shared_users)}; expected None, an integer or one of {SHARED_USERS_RULES}"
+            )
         held = [s.users for splits in raw.values() for k, s in splits.items() if k != "train" and len(s.users)]
         if not held:
             raise DataError("shared_users='below_heldout' needs valid/test users to find the bound; there are none")
         return int(max(int(np.max(u)) for u in held)) + 1
     if isinstance(shared_users, bool) or not isinstance(shared_users, (int, np.integer)) or shared_users < 0:
-        raise DataError(f"shared_users={shared_users!r}; expected None, an integer >= 0 or one of {SHARED_USERS_RULES}")
+        raise DataError(
+            f"shared_users={snippet(shared_users)}; expected None, an integer >= 0 or one of {SHARED_USERS_RULES}"
+        )
     return int(shared_users)
 
 
@@ -79,7 +85,7 @@ def _localize_users(
         for split, r in splits.items():
             if r.users.dtype.kind not in "iu":
                 raise DataError(
-                    f"shared_users={shared_users!r} needs integer user ids, but domain {name!r} split {split!r} "
+                    f"shared_users={snippet(shared_users)} needs integer user ids, but domain {name!r} split {split!r} "
                     f"({r.source}) has {r.users.dtype} ids"
                 )
     bound = _shared_bound(raw, shared_users)
@@ -94,7 +100,30 @@ def _localize_users(
             out[name][split] = dataclasses.replace(r, users=names.astype(str))
             local.setdefault(name, set()).update(np.unique(ids[is_local]).tolist())
     counts = ", ".join(f"{name} {len(v):,}" for name, v in local.items())
-    return out, f"user ids >= {bound} are local to their domain (shared_users={shared_users!r}): {counts}"
+    return out, f"user ids >= {bound} are local to their domain (shared_users={snippet(shared_users)}): {counts}"
+
+
+def check_options(
+    *,
+    unknown_items: str = "error",
+    duplicates: str = "drop",
+    item_space: str = "train",
+    shared_users: int | str | None = None,
+) -> None:
+    """Raises :class:`DataError` for an option of :func:`from_arrays` outside its choices (before any work)."""
+    for option, value, valid in (
+        ("unknown_items", unknown_items, ("error", "drop")),
+        ("duplicates", duplicates, ("drop", "keep", "error")),
+        ("item_space", item_space, ("train", "all")),
+    ):
+        if not isinstance(value, str) or value not in valid:
+            raise DataError(f"{option}={snippet(value)}; expected one of {valid}")
+    if shared_users is None or (isinstance(shared_users, str) and shared_users in SHARED_USERS_RULES):
+        return
+    if isinstance(shared_users, bool) or not isinstance(shared_users, (int, np.integer)) or shared_users < 0:
+        raise DataError(
+            f"shared_users={snippet(shared_users)}; expected None, an integer >= 0 or one of {SHARED_USERS_RULES}"
+        )
 
 
 def from_raw(
@@ -104,6 +133,7 @@ def from_raw(
     duplicates: str = "drop",
     item_space: str = "train",
     shared_users: int | str | None = None,
+    notes: tuple[str, ...] = (),
 ) -> CrossDomainDataset:
     """Builds a dataset from raw splits: remaps raw ids to contiguous ids and validates.
 
@@ -111,6 +141,7 @@ def from_raw(
       raw: ``{domain: {split: RawSplit}}``; every domain needs a non-empty ``"train"`` split, split names are
         among ``SPLITS``.
       unknown_items, duplicates, item_space, shared_users: see :func:`from_arrays`.
+      notes: the loader's own notes (e.g. skipped folders), put first in ``dataset.notes``.
 
     Returns:
       A :class:`~jaxrec.data.dataset.CrossDomainDataset` whose ``notes`` count everything dropped.
@@ -118,22 +149,19 @@ def from_raw(
     Raises:
       DataError: an invalid option, an empty or unknown split, or bad ids (naming ``RawSplit.source`` and line).
     """
-    if unknown_items not in ("error", "drop"):
-        raise DataError(f"unknown_items={unknown_items!r}; expected 'error' or 'drop'")
-    if duplicates not in ("drop", "keep", "error"):
-        raise DataError(f"duplicates={duplicates!r}; expected 'drop', 'keep' or 'error'")
-    if item_space not in ("train", "all"):
-        raise DataError(f"item_space={item_space!r}; expected 'train' or 'all'")
+    check_options(unknown_items=unknown_items, duplicates=duplicates, item_space=item_space, shared_users=shared_users)
     if not raw:
         raise DataError("no domains given")
-    notes: list[str] = []
+    notes = list(notes)
     for name, splits in raw.items():
-        if "train" not in splits or len(splits["train"].users) == 0:
-            where = splits["train"].source if "train" in splits else f"domain {name!r}"
-            raise DataError(f"domain {name!r} has no train interactions ({where}): an empty domain cannot be used")
         for split in splits:
             if split not in SPLITS:
-                raise DataError(f"domain {name!r}: unknown split {split!r}; expected one of {SPLITS}")
+                raise DataError(f"domain {snippet(name)}: unknown split {snippet(split)}; expected one of {SPLITS}")
+        if "train" not in splits or len(splits["train"].users) == 0:
+            where = splits["train"].source if "train" in splits else f"domain {snippet(name)}"
+            raise DataError(
+                f"domain {snippet(name)} has no train interactions ({where}): an empty domain cannot be used"
+            )
     if shared_users is not None:
         raw, note = _localize_users(raw, shared_users)
         notes.append(note)
@@ -158,7 +186,7 @@ def from_raw(
                 bad = int(np.flatnonzero(~known)[0])
                 if unknown_items == "error":
                     raise DataError(
-                        f"{_where(r, bad)}: item {items_raw[bad].item()!r} of domain {name!r} split {split!r} "
+                        f"{_where(r, bad)}: item {snippet(items_raw[bad].item())} of domain {name!r} split {split!r} "
                         f"never occurs in that domain's train split ({int((~known).sum())} such rows); pass "
                         f"unknown_items='drop' to filter them (counted in dataset.notes)"
                     )
@@ -176,8 +204,8 @@ def from_raw(
                     if duplicates == "error":
                         row = int(np.flatnonzero(dup)[0])
                         raise DataError(
-                            f"{_where(r, row)}: duplicate interaction (user {users_raw[row].item()!r}, item "
-                            f"{items_raw[row].item()!r}) in domain {name!r} split {split!r}"
+                            f"{_where(r, row)}: duplicate interaction (user {snippet(users_raw[row].item())}, item "
+                            f"{snippet(items_raw[row].item())}) in domain {name!r} split {split!r}"
                         )
                     notes.append(f"{name}/{split}: dropped {int(dup.sum())} duplicate interactions (kept the first)")
                     keep &= ~dup
@@ -213,37 +241,82 @@ def from_arrays(
 
     Returns:
       A :class:`CrossDomainDataset`.
+
+    Raises:
+      DataError: naming the domain, split and row for: ``domains`` not a mapping of non-empty string names to
+        mappings of splits; a split value that is not ``(users, items[, ratings[, timestamps]])`` or a dict
+        with those keys; a column that is not 1-D or whose length differs from ``users``; ids that are negative,
+        NaN, not whole, beyond int64, empty or space-padded strings, longer than ``parse.MAX_ID_LENGTH``, or a
+        mix of integers and strings in one array; ratings or timestamps that are not finite numbers; an option
+        outside its choices; an empty train split.
     """
+    check_options(unknown_items=unknown_items, duplicates=duplicates, item_space=item_space, shared_users=shared_users)
+    if not isinstance(domains, Mapping):
+        raise DataError(
+            f"domains must be a mapping {{domain: {{split: (users, items)}}}}, got {type(domains).__name__}"
+        )
     raw = {}
     for name, splits in domains.items():
+        if not isinstance(name, str) or not name:
+            raise DataError(f"domain names must be non-empty strings, got {snippet(name)}")
+        if not isinstance(splits, Mapping):
+            raise DataError(
+                f"domain {snippet(name)}: expected a mapping {{split: (users, items)}}, got {type(splits).__name__}"
+            )
         raw[name] = {}
         for split, value in splits.items():
-            if isinstance(value, Mapping):
-                cols = [value.get(k) for k in ("users", "items", "ratings", "timestamps")]
-            else:
-                cols = list(value) + [None] * (4 - len(value))
-            users, items, ratings, timestamps = cols
-            users, items = np.asarray(users), np.asarray(items)
-            if users.ndim != 1 or users.shape != items.shape:
-                raise DataError(
-                    f"domain {name!r} split {split!r}: users {users.shape} and items {items.shape} must be "
-                    f"1-D of equal length"
-                )
-            for arr, what in ((users, "user"), (items, "item")):
-                if arr.dtype.kind in "iu" and arr.size and arr.min() < 0:
-                    raise DataError(f"domain {name!r} split {split!r}: negative {what} id {int(arr.min())}")
-                if arr.dtype.kind not in "iuUSO" and arr.size:
-                    raise DataError(
-                        f"domain {name!r} split {split!r}: {what} ids must be integers or strings, "
-                        f"got dtype {arr.dtype}"
-                    )
-            if users.dtype.kind == "O":
-                users = users.astype(str)
-            if items.dtype.kind == "O":
-                items = items.astype(str)
-            ratings = None if ratings is None else np.asarray(ratings, np.float32)
-            timestamps = None if timestamps is None else np.asarray(timestamps, np.float64)
-            raw[name][split] = RawSplit(users, items, ratings, timestamps, source=f"domain {name!r} split {split!r}")
+            where = f"domain {snippet(name)} split {snippet(split)}"
+            users, items, ratings, timestamps = _split_columns(value, where)
+            src = parse.Source(where)
+            users = parse.array_ids(users, "user id", src)
+            items = parse.array_ids(items, "item id", src)
+            if ratings is not None:
+                ratings = parse.as_float32(parse.array_numbers(ratings, "rating", src), "rating", src)
+            if timestamps is not None:
+                timestamps = parse.array_numbers(timestamps, "timestamp", src)
+            raw[name][split] = RawSplit(users, items, ratings, timestamps, source=where)
     return from_raw(
         raw, unknown_items=unknown_items, duplicates=duplicates, item_space=item_space, shared_users=shared_users
     )
+
+
+_ARRAY_KEYS = ("users", "items", "ratings", "timestamps")
+
+
+def _split_columns(value: Any, where: str) -> list[np.ndarray | None]:
+    """The 1-D columns ``[users, items, ratings, timestamps]`` of one split (absent ones None), equal lengths."""
+    if isinstance(value, Mapping):
+        unknown = [k for k in value if k not in _ARRAY_KEYS]
+        if unknown:
+            raise DataError(f"{where}: unknown key {snippet(unknown[0])}; expected keys {_ARRAY_KEYS}")
+        cols = [value.get(k) for k in _ARRAY_KEYS]
+    else:
+        try:
+            cols = list(value) if not isinstance(value, (str, bytes)) else []
+        except TypeError:
+            cols = []
+        if not 2 <= len(cols) <= 4:
+            raise DataError(
+                f"{where}: expected (users, items[, ratings[, timestamps]]) or a dict with keys {_ARRAY_KEYS}, got "
+                f"{type(value).__name__}" + (f" of length {len(cols)}" if cols else "")
+            )
+        cols = cols + [None] * (4 - len(cols))
+    out = []
+    for col, key in zip(cols, _ARRAY_KEYS):
+        if col is None:
+            if key in ("users", "items"):
+                raise DataError(f"{where}: no {key}; every split needs users and items")
+            out.append(None)
+            continue
+        try:
+            col = np.asarray(col)
+        except (ValueError, TypeError) as e:
+            raise DataError(f"{where}: {key} is not an array: {snippet(str(e))}") from None
+        out.append(col)
+    users, items = out[0], out[1]
+    if users.ndim != 1 or users.shape != items.shape:
+        raise DataError(f"{where}: users {users.shape} and items {items.shape} must be 1-D of equal length")
+    for col, key in zip(out[2:], _ARRAY_KEYS[2:]):
+        if col is not None and col.shape != users.shape:
+            raise DataError(f"{where}: {key} {col.shape} must be 1-D with one value per interaction ({users.shape})")
+    return out

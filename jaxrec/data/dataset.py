@@ -32,6 +32,26 @@ class DataError(ValueError):
     """Malformed or inconsistent input data; the message names the file/line or argument."""
 
 
+SNIPPET_CHARS = 100  # offending text quoted in a message is cut to about this many characters
+
+
+def snippet(value: object, limit: int = SNIPPET_CHARS) -> str:
+    """``repr(value)`` for an error message, cut to about ``limit`` characters.
+
+    Every message that quotes user input (a token, a line, a name) goes through here, so a 10 MB id gives a
+    short message: ``snippet("x" * 10**7)`` is the repr of its first 100 characters, then
+    ``... (10,000,000 characters)``.
+    """
+    if isinstance(value, str):
+        if len(value) <= limit:
+            return repr(value)
+        return f"{value[:limit]!r}... ({len(value):,} characters)"
+    text = repr(value)
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}... ({len(text):,} characters)"
+
+
 class Interactions(NamedTuple):
     """Parallel arrays of one domain split. Unpacks as ``users, items, ratings, timestamps``."""
 
@@ -173,8 +193,8 @@ class CrossDomainDataset:
         """The domain called ``name``; raises listing the valid names otherwise."""
         try:
             return self.domains[name]
-        except KeyError:
-            raise DataError(f"unknown domain {name!r}; this dataset has {list(self.domains)}") from None
+        except (KeyError, TypeError):
+            raise DataError(f"unknown domain {snippet(name)}; this dataset has {list(self.domains)}") from None
 
     def n_items(self, domain: str) -> int:
         return self.domain(domain).n_items
@@ -190,7 +210,7 @@ class CrossDomainDataset:
         d = self.domain(domain)
         if split not in d.splits:
             if split not in SPLITS:
-                raise DataError(f"unknown split {split!r} for domain {domain!r}; it has {list(d.splits)}")
+                raise DataError(f"unknown split {snippet(split)} for domain {domain!r}; it has {list(d.splits)}")
             empty = np.zeros(0, np.int32)
             return Interactions(empty, empty)
         return d.splits[split]
