@@ -321,4 +321,3 @@ def similarity_topk(
         accelerator=accelerator,
         precision=precision,
     )
-
