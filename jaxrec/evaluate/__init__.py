@@ -3,8 +3,14 @@
 * :mod:`jaxrec.evaluate.scorers` — :class:`Scorer` (a user function and the item vectors of one domain), the
   embedding and popularity scorers, and the jitted batch functions that score them;
 * :mod:`jaxrec.evaluate.users` — which held-out users are evaluated (cold, warm, all);
+* :mod:`jaxrec.evaluate.options` — :func:`check_options`: an evaluation's options checked against the dataset
+  before any work (callable before training);
+* :mod:`jaxrec.evaluate.lists` — :func:`recommend`: top-k lists for given users;
 * :mod:`jaxrec.evaluate.protocols` — :func:`evaluate` under the full-ranking and sampled protocols, per
-  selection (:func:`evaluate_cold_warm`) and per direction (:func:`evaluate_domains`), and :func:`recommend`.
+  selection (:func:`evaluate_cold_warm`) and per direction (:func:`evaluate_domains`).
+
+Non-finite values: by default (``check_finite=True``) a scorer whose item table or outputs hold ``NaN`` / ``±inf``
+(dense scores: ``NaN``) is refused with a ``ValueError`` naming the first offending rows or users.
 
 Example:
     >>> from jaxrec import data
@@ -16,14 +22,18 @@ Example:
     ['counts', 'full', 'sampled', 'sampled_std']
 """
 
-from jaxrec.evaluate.protocols import PROTOCOLS, evaluate, evaluate_cold_warm, evaluate_domains, recommend
+from jaxrec.evaluate.lists import recommend
+from jaxrec.evaluate.options import EVAL_SPLITS, check_options
+from jaxrec.evaluate.protocols import PROTOCOLS, evaluate, evaluate_cold_warm, evaluate_domains
 from jaxrec.evaluate.scorers import Scorer, embedding_scorer, ones_column, popularity_scorer, take_rows
 from jaxrec.evaluate.users import USER_SELECTIONS, select_users
 
 __all__ = [
+    "EVAL_SPLITS",
     "PROTOCOLS",
     "Scorer",
     "USER_SELECTIONS",
+    "check_options",
     "embedding_scorer",
     "evaluate",
     "evaluate_cold_warm",

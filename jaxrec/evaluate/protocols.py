@@ -1,4 +1,4 @@
-"""The evaluation protocols: full ranking and sampled metrics of a scorer on held-out users, and top-k lists.
+"""The evaluation protocols: full ranking and sampled metrics of a scorer on held-out users.
 
 Axis conventions in this file: ``B`` = users (or held-out pairs) in one batch, ``N`` = items of the target
 domain, ``d`` = embedding width, ``K = max(ks)``, ``m`` = padded number of excluded (seen train) items per
@@ -19,7 +19,9 @@ Held-out pairs are the distinct ``(user, item)`` pairs of ``target``/``split`` f
 (:mod:`jaxrec.evaluate.users`), ordered by user id, then item id. Users are processed in fixed-size batches
 (the last one padded and masked), so each jitted batch function compiles once per call of :func:`evaluate` —
 and once for all calls when ``users_fn`` is a :class:`jax.tree_util.Partial` over module-level code, as the
-scorers of :mod:`jaxrec.evaluate.scorers` are.
+scorers of :mod:`jaxrec.evaluate.scorers` are. Options are checked first (:mod:`jaxrec.evaluate.options`),
+then the batch functions are traced on the first batch's shapes, then the protocols run; with
+``check_finite`` the per-user finite flags of every batch are read with its results.
 
 Example:
     >>> from jaxrec import data
@@ -40,14 +42,23 @@ from typing import Any
 import jax
 import numpy as np
 
-from jaxrec import checks, metrics
+from jaxrec import metrics
 from jaxrec.data import CrossDomainDataset
-from jaxrec.evaluate.scorers import Scorer, check_scorer, jit_for, pair_batch, topk_batch
-from jaxrec.evaluate.users import select_users, user_selection
+from jaxrec.evaluate.options import PROTOCOLS, Plan, check_options, round_width
+from jaxrec.evaluate.scorers import (
+    Scorer,
+    batches,
+    check_flags,
+    check_scorer,
+    jit_for,
+    pad_rows,
+    pair_batch,
+    topk_batch,
+    user_batches,
+)
+from jaxrec.evaluate.users import user_selection
 
-__all__ = ["PROTOCOLS", "evaluate", "evaluate_cold_warm", "evaluate_domains", "recommend"]
-
-PROTOCOLS = ("full", "sampled")
+__all__ = ["PROTOCOLS", "evaluate", "evaluate_cold_warm", "evaluate_domains"]
 
 # Most float32 values gathered at once when scoring sampled candidates: a pair batch holds at most
 # _GATHER_BUDGET // ((1 + n) * width) pairs, width = d (embeddings) or N (dense scores). 2**24 = 64 MiB.
@@ -57,147 +68,23 @@ _ranking_batch = jax.jit(metrics.ranking_metrics_per_user, static_argnames=("ks"
 
 
 # --------------------------------------------------------------------------------------------------
-# Padding and batches.
-
-
-def _round_width(width: int) -> int:
-    """Padded row width: a multiple of 8 (at least 8), so that similar selections share compiled shapes."""
-    return max(8, -(-width // 8) * 8)
-
-
-def _batches(n: int, batch_size: int):
-    for start in range(0, n, batch_size):
-        yield start, min(n, start + batch_size)
-
-
-def _pad_rows(a: np.ndarray, size: int, fill) -> np.ndarray:
-    """``a [r, ...]`` padded with ``fill`` to ``[size, ...]``."""
-    if a.shape[0] == size:
-        return a
-    pad = np.full((size - a.shape[0],) + a.shape[1:], fill, a.dtype)
-    return np.concatenate([a, pad])
-
-
-# --------------------------------------------------------------------------------------------------
-# Checks.
-
-
-def _check_protocols(protocols) -> tuple[str, ...]:
-    if isinstance(protocols, str):
-        protocols = (protocols,)
-    protocols = tuple(protocols)
-    if not protocols:
-        raise ValueError(f"protocols is empty; valid protocols: {list(PROTOCOLS)}")
-    for p in protocols:
-        checks.choice("protocol", p, PROTOCOLS)
-    return tuple(p for p in PROTOCOLS if p in protocols)
-
-
-def _check_ks(ks, name: str) -> tuple[int, ...]:
-    """Cutoffs as a sorted tuple without repeats; the error quotes them as a tuple."""
-    ks = checks.positive_ints(name, ks if isinstance(ks, (int, np.integer)) else tuple(ks))
-    return tuple(sorted(set(ks)))
-
-
-# --------------------------------------------------------------------------------------------------
-# Top-k lists.
-
-
-def _user_batches(users: np.ndarray, exclude: np.ndarray, batch_size: int):
-    """Yields ``(lo, hi, users int32[b], exclude int32[b, m])``; the last batch padded (user 0, no items)."""
-    b = min(batch_size, users.shape[0])
-    for lo, hi in _batches(users.shape[0], b):
-        yield lo, hi, _pad_rows(users[lo:hi].astype(np.int32), b, 0), _pad_rows(exclude[lo:hi], b, -1)
-
-
-def _topk_lists(
-    scorer: Scorer, users: np.ndarray, exclude: np.ndarray, *, k: int, n_items: int, batch_size: int
-) -> tuple[np.ndarray, np.ndarray]:
-    """Batched top-``k`` over ``users [U]`` with ``exclude [U, m]``: ``(scores [U, k], indices [U, k])``."""
-    fn = jit_for(scorer.users_fn, topk_batch)
-    out = [
-        (hi - lo, fn(scorer.users_fn, scorer.items, u, ex, k=k, n_items=n_items))
-        for lo, hi, u, ex in _user_batches(users, exclude, batch_size)
-    ]  # all dispatched, then fetched
-    scores = np.concatenate([np.asarray(s)[:n] for n, (s, _) in out])
-    indices = np.concatenate([np.asarray(i)[:n] for n, (_, i) in out])
-    return scores, indices
-
-
-def _exclusions(ds: CrossDomainDataset, domain: str, users: np.ndarray, k: int) -> np.ndarray:
-    """``int32[U, max(1, m)]`` seen train items of ``users``; raises when fewer than ``k`` items remain."""
-    seen = ds.seen(domain, "train")
-    n_items = ds.n_items(domain)
-    most = int(seen.lengths[users].max()) if users.size else 0
-    if k > n_items - most:
-        raise ValueError(
-            f"K={k} exceeds the catalogue of domain {domain!r}: {n_items} items minus up to {most} seen "
-            f"train items excluded per user leaves {n_items - most}"
-        )
-    return seen.to_padded(users, width=_round_width(most))
-
-
-def recommend(
-    scorer: Scorer,
-    ds: CrossDomainDataset,
-    users: np.ndarray,
-    *,
-    domain: str,
-    k: int = 10,
-    exclude_seen: bool = True,
-    batch_size: int = 1024,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-``k`` items of ``domain`` for ``users``, excluding each user's seen train items of that domain.
-
-    Args:
-        scorer: a :class:`Scorer` over the items of ``domain``.
-        ds: the dataset (for the item count and the seen train items).
-        users: ``int[U]`` user ids.
-        domain: the domain to recommend from.
-        k: list length (static).
-        exclude_seen: leave out each user's ``domain`` train items.
-        batch_size: users per jitted batch (the last batch is padded).
-
-    Returns:
-        ``(scores float32[U, k], indices int32[U, k])``, best first.
-
-    Raises:
-        ValueError: ``k`` larger than the catalogue minus a user's exclusions, or bad shapes.
-    """
-    n_items = ds.n_items(domain)
-    scorer = check_scorer(scorer, n_items, domain)
-    k = checks.positive_int("k", k)
-    batch_size = checks.positive_int("batch_size", batch_size)
-    users = np.asarray(users, np.int64)
-    if users.ndim != 1 or users.size == 0:
-        raise ValueError(f"users must be a non-empty 1-D array of ids, got shape {users.shape}")
-    if users.min() < 0 or users.max() >= ds.n_users:
-        raise ValueError(f"user ids must lie in [0, {ds.n_users}), got [{users.min()}, {users.max()}]")
-    if exclude_seen:
-        exclude = _exclusions(ds, domain, users, k)
-    else:
-        if k > n_items:
-            raise ValueError(f"k={k} exceeds the {n_items} items of domain {domain!r}")
-        exclude = np.full((users.size, 1), -1, np.int32)
-    return _topk_lists(scorer, users, exclude, k=k, n_items=n_items, batch_size=batch_size)
-
-
-# --------------------------------------------------------------------------------------------------
 # The two protocols.
 
 
-def _full_ranking(scorer, ds, target, split, selected, ks, batch_size) -> dict[str, float]:
+def _full_ranking(scorer, top, ds, target, split, plan: Plan, where: str) -> dict[str, float]:
     n_items = ds.n_items(target)
-    exclude = _exclusions(ds, target, selected, max(ks))
+    selected, ks = plan.selected, plan.ks
     heldout = ds.seen(target, split)
-    positives = heldout.to_padded(selected, width=_round_width(int(heldout.lengths[selected].max())))
-    top = jit_for(scorer.users_fn, topk_batch)
-    parts = []
-    for lo, hi, u, ex in _user_batches(selected, exclude, batch_size):
-        _, indices = top(scorer.users_fn, scorer.items, u, ex, k=max(ks), n_items=n_items)
-        where = _pad_rows(np.ones(hi - lo, bool), u.shape[0], False)
-        pos = _pad_rows(positives[lo:hi], u.shape[0], -1)
-        parts.append(_ranking_batch(indices, pos, where=where, ks=ks))  # stays on device until the end
+    positives = heldout.to_padded(selected, width=round_width(int(heldout.lengths[selected].max())))
+    parts, flags = [], []
+    for lo, hi, u, ex in user_batches(selected, plan.exclude, plan.batch_size):
+        _, indices, finite = top(scorer.users_fn, scorer.items, u, ex, k=max(ks), n_items=n_items)
+        where_real = pad_rows(np.ones(hi - lo, bool), u.shape[0], False)
+        pos = pad_rows(positives[lo:hi], u.shape[0], -1)
+        parts.append(_ranking_batch(indices, pos, where=where_real, ks=ks))  # stays on device until the end
+        flags.append((hi - lo, finite))
+    if plan.check_finite:
+        check_flags(selected, flags, scorer, where)
     valid = np.concatenate([np.asarray(v) for _, v in parts])
     count = max(int(valid.sum()), 1)
     names = parts[0][0].keys()
@@ -211,22 +98,29 @@ def _pair_batch_size(batch_size: int, n_candidates: int, width: int) -> int:
     return max(1, min(batch_size, _GATHER_BUDGET // max(1, n_candidates * width)))
 
 
-def _sampled(scorer, ds, target, split, selected, sampled_ks, n_negatives, seeds, batch_size):
+def _pairs(ds, target, split, selected) -> tuple[np.ndarray, np.ndarray]:
+    """Held-out pairs of the selected users, by user then item: ``(users int32[P], items int64[P])``."""
     heldout = ds.seen(target, split)
     pair_users = np.repeat(selected, heldout.lengths[selected]).astype(np.int32)
     pair_items = heldout.to_padded(selected)
-    pair_items = pair_items[pair_items >= 0].astype(np.int64)  # row-major: by user, then item
-    n_pairs = pair_users.shape[0]
-    pool = np.unique(ds.interactions(target, "train").items)
-    n_items = ds.n_items(target)
+    return pair_users, pair_items[pair_items >= 0].astype(np.int64)  # row-major: by user, then item
+
+
+def _pair_rows(scorer, n_items: int, n_negatives: int, batch_size: int, n_pairs: int) -> int:
+    """Pairs per batch of the sampled protocol."""
     if scorer.items is None:  # dense scores: one [B, N] score row per pair, then a [B, 1 + n] gather
-        b = min(max(1, min(batch_size, _GATHER_BUDGET // max(n_items, 1 + n_negatives))), n_pairs)
-    else:  # a [B, 1 + n, d] gather of item vectors
-        b = min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)
-    fn = jit_for(scorer.users_fn, pair_batch)
+        return min(max(1, min(batch_size, _GATHER_BUDGET // max(n_items, 1 + n_negatives))), n_pairs)
+    return min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)  # [B, 1 + n, d]
+
+
+def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
+    pair_users, pair_items = _pairs(ds, target, split, plan.selected)
+    n_pairs = pair_users.shape[0]
+    n_items = ds.n_items(target)
+    b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
     runs = []
-    for seed in seeds:
-        negatives = metrics.sample_negatives(int(seed), n_pairs, pool, n_negatives, exclude=pair_items)
+    for seed in plan.seeds:
+        negatives = metrics.sample_negatives(seed, n_pairs, plan.pool, plan.n_negatives, exclude=pair_items)
         candidates = np.concatenate([pair_items[:, None], negatives], axis=1).astype(np.int32)
         parts = [
             (
@@ -234,20 +128,49 @@ def _sampled(scorer, ds, target, split, selected, sampled_ks, n_negatives, seeds
                 fn(
                     scorer.users_fn,
                     scorer.items,
-                    _pad_rows(pair_users[lo:hi], b, 0),
-                    _pad_rows(candidates[lo:hi], b, 0),
+                    pad_rows(pair_users[lo:hi], b, 0),
+                    pad_rows(candidates[lo:hi], b, 0),
                     n_items=n_items,
-                    ks=sampled_ks,
+                    ks=plan.sampled_ks,
                 ),
             )
-            for lo, hi in _batches(n_pairs, b)
+            for lo, hi in batches(n_pairs, b)
         ]
-        names = parts[0][1].keys()
+        if plan.check_finite:
+            check_flags(pair_users, [(n, f) for n, (_, f) in parts], scorer, where)
+        names = parts[0][1][0].keys()
         runs.append(
-            {name: float(sum(np.asarray(m[name], np.float64)[:n].sum() for n, m in parts) / n_pairs) for name in names}
+            {
+                name: float(sum(np.asarray(m[name], np.float64)[:n].sum() for n, (m, _) in parts) / n_pairs)
+                for name in names
+            }
         )
     agg = metrics.aggregate_seeds(runs)
     return {n: a["mean"] for n, a in agg.items()}, {n: a["std"] for n, a in agg.items()}, n_pairs
+
+
+def _trace_first_batches(scorer, top, pairs, ds, target, split, plan: Plan) -> None:
+    """Traces the batch functions on the shapes of the first batches (no computation; the real calls reuse the
+    traces): a ``users_fn`` with the wrong output shape or dtype fails here, before any work.
+
+    ``users_fn`` is closed over rather than passed, so that no cache of ``eval_shape`` keys on its code (a
+    closure there would stay alive with everything it holds).
+    """
+    n_items = ds.n_items(target)
+    fn = scorer.users_fn
+    if "full" in plan.protocols:
+        b = min(plan.batch_size, plan.selected.shape[0])
+        u = np.zeros((b,), np.int32)
+        ex = np.zeros((b, plan.exclude.shape[1]), np.int32)
+        jax.eval_shape(lambda items, u, ex: top(fn, items, u, ex, k=max(plan.ks), n_items=n_items), scorer.items, u, ex)
+    if "sampled" in plan.protocols:
+        n_pairs = int(ds.seen(target, split).lengths[plan.selected].sum())
+        b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
+        u = np.zeros((b,), np.int32)
+        c = np.zeros((b, 1 + plan.n_negatives), np.int32)
+        jax.eval_shape(
+            lambda items, u, c: pairs(fn, items, u, c, n_items=n_items, ks=plan.sampled_ks), scorer.items, u, c
+        )
 
 
 def evaluate(
@@ -264,12 +187,17 @@ def evaluate(
     seeds: Sequence[int] = (0, 1, 2),
     protocols: Sequence[str] = PROTOCOLS,
     batch_size: int = 1024,
+    check_finite: bool = True,
 ) -> dict[str, Any]:
     """Evaluates ``scorer`` on the held-out users of ``target``/``split`` under both protocols.
 
     Full ranking leaves out each user's seen ``target`` *train* items only (a held-out item that is also a
     train item of the same user is therefore never ranked, and counts as a miss); the sampled protocol draws
     its negatives from the distinct ``target`` train items, excluding only the pair's own positive.
+
+    Every option is checked before any scoring (:func:`check_options`, which a caller may also run before
+    training), and the batch functions are traced on the first batch's shapes, so a ``users_fn`` with the
+    wrong output shape or dtype fails before any work too.
 
     Args:
         scorer: a :class:`Scorer` over the items of ``target``.
@@ -285,6 +213,10 @@ def evaluate(
         protocols: any of ``"full"``, ``"sampled"``.
         batch_size: users per jitted batch; pairs per batch are capped so one gather holds at most 2**24
             floats.
+        check_finite: refuse a scorer whose item table holds ``NaN`` / ``±inf`` (checked once, up front) or
+            whose ``users_fn`` returns such values (dense scores: ``NaN``) for an evaluated user: each batch
+            program also returns one flag per user, read with the results (no extra synchronisation; measured
+            overhead within noise). The error names the first users. ``False`` skips both checks.
 
     Returns:
         ``{"full": {"Recall@k", "Precision@k", "NDCG@k", "HR@k", "MRR@k" for k in ks, "MRR"},
@@ -294,8 +226,11 @@ def evaluate(
         the protocol keys are present only for the protocols asked for.
 
     Raises:
-        ValueError: unknown protocol or user selection (listing the valid ones), empty selection, ``K``
-            larger than the catalogue minus exclusions, bad ks/seeds/batch size or scorer shapes.
+        ValueError: unknown protocol, split, domain or user selection (listing the valid ones), empty
+            selection, ``K`` larger than the catalogue minus exclusions, empty or non-positive ks, empty or
+            negative seeds, a bad batch size, wrong scorer shapes, non-finite scorer outputs; each message names
+            the option and its value (see :func:`check_options`).
+        TypeError: a scorer that is not a :class:`Scorer`, non-floating outputs, a non-bool ``check_finite``.
 
     Example:
         >>> from jaxrec import data
@@ -308,26 +243,32 @@ def evaluate(
         >>> round(res["full"]["Recall@10"], 3), round(res["sampled"]["HR@10"], 3)  # doctest: +SKIP
         (0.334, 0.059)
     """
-    protocols = _check_protocols(protocols)
-    ks = _check_ks(ks, "ks")
-    sampled_ks = _check_ks(sampled_ks, "sampled_ks")
-    n_negatives = checks.positive_int("n_negatives", n_negatives)
-    batch_size = checks.positive_int("batch_size", batch_size)
-    seeds = tuple(seeds)
-    if not seeds or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) for s in seeds):
-        raise ValueError(f"seeds must be a non-empty sequence of ints, got {seeds}")
-    selected = select_users(ds, target=target, split=split, source=source, users=users)
-    scorer = check_scorer(scorer, ds.n_items(target), target)
+    plan = check_options(
+        ds,
+        target=target,
+        split=split,
+        source=source,
+        users=users,
+        ks=ks,
+        sampled_ks=sampled_ks,
+        n_negatives=n_negatives,
+        seeds=seeds,
+        protocols=protocols,
+        batch_size=batch_size,
+        check_finite=check_finite,
+    )
+    scorer = check_scorer(scorer, ds.n_items(target), target, check_finite=plan.check_finite)
+    top, pairs = jit_for(scorer.users_fn, topk_batch), jit_for(scorer.users_fn, pair_batch)
+    _trace_first_batches(scorer, top, pairs, ds, target, split, plan)
+    where = f"target={target!r}, split={split!r}"
 
     out: dict[str, Any] = {}
-    if "full" in protocols:
-        out["full"] = _full_ranking(scorer, ds, target, split, selected, ks, batch_size)
-    n_pairs = int(ds.seen(target, split).lengths[selected].sum())
-    if "sampled" in protocols:
-        out["sampled"], out["sampled_std"], n_pairs = _sampled(
-            scorer, ds, target, split, selected, sampled_ks, n_negatives, seeds, batch_size
-        )
-    out["counts"] = {"users": int(selected.size), "pairs": int(n_pairs), "seeds": len(seeds)}
+    if "full" in plan.protocols:
+        out["full"] = _full_ranking(scorer, top, ds, target, split, plan, where)
+    n_pairs = int(ds.seen(target, split).lengths[plan.selected].sum())
+    if "sampled" in plan.protocols:
+        out["sampled"], out["sampled_std"], n_pairs = _sampled(scorer, pairs, ds, target, split, plan, where)
+    out["counts"] = {"users": int(plan.selected.size), "pairs": int(n_pairs), "seeds": len(plan.seeds)}
     return out
 
 

@@ -10,6 +10,11 @@ and :func:`pair_batch` (sampled protocol) score one fixed-shape batch; :func:`ji
 versions, built once at import and shared by every scorer over module-level code (a
 :class:`jax.tree_util.Partial`, as the scorers built here are), so repeated evaluations compile once.
 
+Non-finite values: :func:`check_scorer` checks a scorer's item table once (no ``NaN`` / ``±inf``); the batch
+functions return, with their results, a ``bool[B]`` flag per user that is False where the user's vector holds
+``NaN`` / ``±inf`` (dense scores: a ``NaN``), computed in the same compiled program (one reduction over ``[B, d]``
+or ``[B, N]``), and the drivers raise :func:`nonfinite_users_error` when a flag of a real (not padding) row is off.
+
 Example:
     >>> s = embedding_scorer(jnp.eye(3), 2.0 * jnp.eye(3))
     >>> (s.users_fn(jnp.array([1])) @ s.items.T).tolist()
@@ -27,17 +32,23 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import metrics, topk
+from jaxrec.topk.inputs import describe_rows, require_finite
 
 __all__ = [
     "Scorer",
+    "batches",
+    "check_flags",
     "check_scorer",
     "embedding_scorer",
     "jit_for",
+    "nonfinite_users_error",
     "ones_column",
+    "pad_rows",
     "pair_batch",
     "popularity_scorer",
     "take_rows",
     "topk_batch",
+    "user_batches",
 ]
 
 
@@ -129,9 +140,15 @@ def _as_partial(fn: Callable) -> jax.tree_util.Partial:
     return fn if isinstance(fn, jax.tree_util.Partial) else jax.tree_util.Partial(fn)
 
 
-def _user_scores(fn, items, users, *, n_items: int) -> tuple[jax.Array, jax.Array | None]:
-    """Calls ``fn`` and checks its output: ``([B, d], items)`` or ``([B, N], None)`` for dense scorers."""
+def _user_scores(fn, items, users, *, n_items: int) -> tuple[jax.Array, jax.Array | None, jax.Array]:
+    """Calls ``fn`` and checks its output: ``([B, d], items, finite bool[B])`` or ``([B, N], None, finite)``.
+
+    ``finite`` is False for the rows holding ``NaN`` or ``±inf`` (vectors) or ``NaN`` (dense scores, where
+    ``-inf`` may mark an item out).
+    """
     out = fn(users)
+    if not hasattr(out, "ndim"):
+        raise TypeError(f"users_fn must return an array, got {type(out).__name__} for users {users.shape}")
     if items is None:
         if out.ndim != 2 or out.shape != (users.shape[0], n_items):
             raise ValueError(
@@ -145,15 +162,37 @@ def _user_scores(fn, items, users, *, n_items: int) -> tuple[jax.Array, jax.Arra
         )
     if not jnp.issubdtype(out.dtype, jnp.floating):
         raise TypeError(f"users_fn must return floating scores/vectors, got dtype {out.dtype}")
-    return out, items
+    finite = ~jnp.any(jnp.isnan(out), axis=1) if items is None else jnp.all(jnp.isfinite(out), axis=1)
+    return out, items, finite
 
 
-def check_scorer(scorer: Scorer, n_items: int, domain: str) -> Scorer:
+def nonfinite_users_error(users: np.ndarray, finite: np.ndarray, *, dense: bool, where: str) -> ValueError:
+    """The error for user rows whose vectors (or dense scores) were not finite.
+
+    Args:
+        users: ``int[R]`` user id of each evaluated row (pairs repeat their user).
+        finite: ``bool[R]`` flags from the batch functions (real rows only, no padding).
+        dense: the scorer returns dense scores (the message then speaks of ``NaN`` scores).
+        where: what was evaluated, e.g. ``"target='target', split='test'"``.
+    """
+    bad = np.unique(np.asarray(users)[~np.asarray(finite, bool)])
+    what = "NaN scores" if dense else "user vectors holding NaN or infinite values"
+    return ValueError(
+        f"Scorer.users_fn returned {what} for {describe_rows(bad, np.unique(users).size, 'users')} in {where}; "
+        "their rankings are undefined (a diverged model or a corrupted checkpoint?). Fix the scorer, or pass "
+        "check_finite=False to skip this check"
+    )
+
+
+def check_scorer(scorer: Scorer, n_items: int, domain: str, *, check_finite: bool = True) -> Scorer:
     """``scorer`` with its ``users_fn`` as a :class:`jax.tree_util.Partial` and its ``items`` as a jax array.
+
+    With ``check_finite``, concrete ``items`` are checked for ``NaN`` / ``±inf`` (one fused pass).
 
     Raises:
         TypeError: not a :class:`Scorer`, a ``users_fn`` that is not callable, or non-floating ``items``.
-        ValueError: ``items`` that is not ``[N=n_items, d]`` for ``domain``.
+        ValueError: ``items`` that is not ``[N=n_items, d]`` for ``domain``, or holds non-finite values (the
+            message names the first rows).
     """
     if not isinstance(scorer, Scorer):
         raise TypeError(f"expected an evaluate.Scorer, got {type(scorer).__name__}")
@@ -166,6 +205,8 @@ def check_scorer(scorer: Scorer, n_items: int, domain: str) -> Scorer:
             raise ValueError(f"Scorer.items must have shape [N={n_items}, d] for domain {domain!r}, got {items.shape}")
         if not jnp.issubdtype(items.dtype, jnp.floating):
             raise TypeError(f"Scorer.items must be floating, got dtype {items.dtype}")
+        if check_finite:
+            require_finite((f"Scorer.items [N, d] of domain {domain!r}", items))
     return Scorer(_as_partial(scorer.users_fn), items)
 
 
@@ -185,12 +226,13 @@ def topk_batch(fn, items, users, exclude, *, k: int, n_items: int):
         n_items: ``N`` (static).
 
     Returns:
-        ``(scores float32[B, k], indices int32[B, k])``, best first.
+        ``(scores float32[B, k], indices int32[B, k], finite bool[B])``, best first; ``finite`` is False for users
+        whose vector holds ``NaN`` / ``±inf`` (dense scores: a ``NaN``).
     """
-    q, items = _user_scores(fn, items, users, n_items=n_items)
+    q, items, finite = _user_scores(fn, items, users, n_items=n_items)
     if items is None:
-        return topk.scores_topk(q, k, exclude=exclude)
-    return topk.similarity_topk(q, items, k, metric="dot", exclude=exclude)
+        return (*topk.scores_topk(q, k, exclude=exclude), finite)
+    return (*topk.similarity_topk(q, items, k, metric="dot", exclude=exclude), finite)
 
 
 def pair_batch(fn, items, users, candidates, *, n_items: int, ks: tuple[int, ...]):
@@ -204,15 +246,16 @@ def pair_batch(fn, items, users, candidates, *, n_items: int, ks: tuple[int, ...
         ks: cutoffs (static).
 
     Returns:
-        ``{"MRR", "NDCG@k", "HR@k", "AUC"} -> float32[B]`` (ties count against the positive).
+        ``({"MRR", "NDCG@k", "HR@k", "AUC"} -> float32[B], finite bool[B])`` (ties count against the positive;
+        ``finite`` as for :func:`topk_batch`).
     """
-    q, items = _user_scores(fn, items, users, n_items=n_items)
+    q, items, finite = _user_scores(fn, items, users, n_items=n_items)
     if items is None:
         scores = jnp.take_along_axis(q, candidates, axis=1)
     else:
         scores = topk.candidate_scores(q, items, candidates, metric="dot")
     ranks = metrics.sampled_rank(scores[:, 0], scores[:, 1:])
-    return metrics.sampled_metrics_per_pair(ranks, ks=ks, num_negatives=candidates.shape[1] - 1)
+    return metrics.sampled_metrics_per_pair(ranks, ks=ks, num_negatives=candidates.shape[1] - 1), finite
 
 
 _STATIC = {topk_batch: ("k", "n_items"), pair_batch: ("n_items", "ks")}
@@ -244,3 +287,43 @@ def jit_for(users_fn, impl):
 
     jitted = jax.jit(captured, static_argnames=_STATIC[impl])
     return lambda _, *args, **kwargs: jitted(*args, **kwargs)
+
+
+# --------------------------------------------------------------------------------------------------
+# Fixed-size batches on the host, and the check of their finite flags.
+
+
+def batches(n: int, batch_size: int):
+    """Yields ``(lo, hi)`` bounds of consecutive batches of ``batch_size`` rows over ``n`` rows."""
+    for start in range(0, n, batch_size):
+        yield start, min(n, start + batch_size)
+
+
+def pad_rows(a: np.ndarray, size: int, fill) -> np.ndarray:
+    """``a [r, ...]`` padded with ``fill`` to ``[size, ...]``."""
+    if a.shape[0] == size:
+        return a
+    pad = np.full((size - a.shape[0],) + a.shape[1:], fill, a.dtype)
+    return np.concatenate([a, pad])
+
+
+def user_batches(users: np.ndarray, exclude: np.ndarray, batch_size: int):
+    """Yields ``(lo, hi, users int32[b], exclude int32[b, m])``; the last batch padded (user 0, no items)."""
+    b = min(batch_size, users.shape[0])
+    for lo, hi in batches(users.shape[0], b):
+        yield lo, hi, pad_rows(users[lo:hi].astype(np.int32), b, 0), pad_rows(exclude[lo:hi], b, -1)
+
+
+def check_flags(rows: np.ndarray, flags: list, scorer: Scorer, where: str) -> None:
+    """Raises :func:`nonfinite_users_error` unless every flag of a real row is True.
+
+    Args:
+        rows: ``int[R]`` user id of each real row, in batch order (pairs repeat their user).
+        flags: one ``(n, finite bool[b])`` per batch (as returned by the batch functions, on device or host);
+            the first ``n`` rows of a batch are real, the rest padding.
+        scorer: the scorer (dense or not, for the message).
+        where: what was evaluated, e.g. ``"target='target', split='test'"``.
+    """
+    finite = np.concatenate([np.asarray(f)[:n] for n, f in flags])
+    if not finite.all():
+        raise nonfinite_users_error(rows, finite, dense=scorer.items is None, where=where)

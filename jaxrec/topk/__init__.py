@@ -9,15 +9,23 @@ equal scores are ordered by lower item id. Scores are float32 whatever the input
 float16; accumulation in float32). "Exact" means exact for the float32 scores computed here; kernels sum the
 ``d`` products in different orders (and the bucket kernel rescores a few items separately), so scores can differ
 in the last bit between methods and two items within float32 rounding of each other may swap places against a
-float64 reference. NaN scores are not supported. Products run at ``precision="highest"`` by default: full
+float64 reference. Products run at ``precision="highest"`` by default: full
 float32 on GPU and TPU too, whose own default for float32 is TF32 / bfloat16 passes (``precision=None`` keeps
 JAX's setting: faster, not exact).
 
 Metrics: ``"dot"`` = ``q·x``; ``"cosine"`` = ``q·x / (|q||x|)``; ``"l2"`` = ``-|q - x|²``.
 
+Inputs: arrays or array-likes (numpy arrays, Python lists and tuples; float64 becomes float32, a list of numbers
+float32; id lists must be rectangular, see :mod:`jaxrec.topk.inputs`). ``Q = 0`` queries give empty results
+``[0, k]``; ``N = 0`` items is a ``ValueError``. Non-finite values are refused: every function checks its
+concrete inputs (queries and items: no ``NaN`` / ``±inf``; a score matrix: no ``NaN``) before the compiled kernel
+runs and raises a ``ValueError`` naming the argument and the first offending rows; ``check_finite=False`` skips
+that pass. Under ``jit`` / ``vmap`` / ``shard_map`` the inputs are tracers and the check is skipped.
+
 Modules, each importing only those above it:
 
 * ``validate`` — argument checks (trace time, shapes in the messages) and the matmul precision.
+* ``inputs`` — array-like conversion and the finite-value check on concrete inputs (outside the kernels).
 * ``scores`` — metric preparation, the products, :func:`similarity_scores`.
 * ``blocks`` — the ``"dense"`` and ``"scan"`` kernels on one query block, shared pieces, the query blocking.
 * ``bucket`` — the ``"bucket"`` kernel (the CPU-fast exact kernel) and its size planning.

@@ -15,8 +15,9 @@ import numpy as np
 from jax import lax
 
 from jaxrec import checks
-from jaxrec.topk.blocks import map_query_blocks, padded_tail, scan_block
+from jaxrec.topk.blocks import empty_topk, map_query_blocks, padded_tail, scan_block
 from jaxrec.topk.exact import similarity_topk
+from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
 from jaxrec.topk.scores import prepare
 from jaxrec.topk.validate import (
     check_concrete_exclusions,
@@ -68,6 +69,7 @@ def approx_similarity_topk(
     query_block: int = 256,
     precision: str | None = "highest",
     exact_off_tpu: bool = True,
+    check_finite: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Approximate top-``k``: ``jax.lax.approx_max_k`` on each item chunk, exact merge across chunks.
 
@@ -80,17 +82,19 @@ def approx_similarity_topk(
     be ordered by id.
 
     Args:
-        queries: ``[Q, d]`` floating.
-        items: ``[N, d]`` floating.
+        queries: ``[Q, d]`` floating, or an array-like (as for :func:`similarity_topk`); ``Q = 0`` gives ``[0, k]``.
+        items: ``[N, d]`` floating or an array-like, ``N >= 1``.
         k: static, ``1 <= k <= N``.
         recall_target: in ``(0, 1]``, passed to ``approx_max_k``.
         metric: one of :data:`METRICS`.
-        exclude: optional int ``[Q, m]``, ``-1`` padded.
+        exclude: optional int ``[Q, m]``, ``-1`` padded (an array or a rectangular list of lists).
         chunk_size: items per chunk of the ``approx_max_k`` path.
         query_block: queries per block of the ``approx_max_k`` path.
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
         exact_off_tpu: off the TPU, run the exact :func:`similarity_topk` (faster there); ``False`` always takes
             the ``approx_max_k`` path.
+        check_finite: refuse concrete ``queries`` / ``items`` holding ``NaN`` or ``±inf`` (as in
+            :func:`similarity_topk`: outside the compiled kernel, skipped under ``jit``); ``False`` skips it.
 
     Returns:
         ``(scores float32[Q, k], indices int32[Q, k])`` sorted descending.
@@ -100,6 +104,10 @@ def approx_similarity_topk(
         >>> i.tolist()
         [[0], [1]]
     """
+    queries = as_vectors("queries", queries, "[Q, d]")
+    items = as_vectors("items", items, "[N, d]")
+    if exclude is not None:
+        exclude = as_ids("exclude", exclude, "[Q, m]")
     check_pair(queries, items)
     check_metric(metric)
     if exclude is not None:
@@ -111,8 +119,14 @@ def approx_similarity_topk(
     checks.positive_int("query_block", query_block)
     check_precision(precision)
     check_concrete_exclusions(exclude, items.shape[0], k, describe_shapes(queries, items, exclude))
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
     if exact_off_tpu and jax.default_backend() != "tpu":
-        return similarity_topk(queries, items, k, metric=metric, exclude=exclude, precision=precision)
+        return similarity_topk(
+            queries, items, k, metric=metric, exclude=exclude, precision=precision, check_finite=False
+        )
+    if queries.shape[0] == 0:
+        return empty_topk(int(k))
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
     return _approx_topk(

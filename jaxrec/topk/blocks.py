@@ -108,6 +108,11 @@ def scan_block(q, x, bias, tail, exclude, *, k: int, kk: int, chunk: int, select
     return finish(run[0], run[1], exclude, k)
 
 
+def empty_topk(k: int) -> tuple[jax.Array, jax.Array]:
+    """The result for zero queries: ``(float32[0, k], int32[0, k])``."""
+    return jnp.zeros((0, k), jnp.float32), jnp.zeros((0, k), jnp.int32)
+
+
 def map_query_blocks(block_fn: Callable, q: jax.Array, exclude: jax.Array | None, qblock: int):
     """Applies ``block_fn(q [Qb, d], exclude [Qb, m] | None, valid bool[Qb])`` over query blocks (``lax.map``).
 

@@ -16,6 +16,7 @@ from jax import lax
 
 from jaxrec import checks
 from jaxrec.topk.blocks import drop_excluded
+from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
 from jaxrec.topk.scores import NEG_INF, plus_zero, prepare
 from jaxrec.topk.validate import (
     check_concrete_exclusions,
@@ -41,14 +42,19 @@ def _scores_topk(scores, exclude, *, k):
     return v, jnp.where(v > NEG_INF, i.astype(jnp.int32), -1)
 
 
-def scores_topk(scores: jax.Array, k: int, *, exclude: jax.Array | None = None) -> tuple[jax.Array, jax.Array]:
+def scores_topk(
+    scores: jax.Array, k: int, *, exclude: jax.Array | None = None, check_finite: bool = True
+) -> tuple[jax.Array, jax.Array]:
     """Top-``k`` of a precomputed score matrix, with the same conventions as :func:`similarity_topk`.
 
     Args:
-        scores: ``[Q, N]`` floating.
+        scores: ``[Q, N]`` floating, or an array-like (float64 becomes float32, lists float32); ``Q`` may be 0,
+            ``N >= 1``. ``-inf`` marks an item out (it is never returned); ``+inf`` ranks first.
         k: static, ``1 <= k <= N``.
         exclude: optional int ``[Q, m]`` item ids to leave out, ``-1`` padded (a scatter of ``Q·m`` values, no
-            dense mask).
+            dense mask); an int array or a rectangular list of lists.
+        check_finite: refuse concrete ``scores`` holding ``NaN`` (it would rank first); ``±inf`` are allowed.
+            Runs outside the compiled kernel and is skipped under ``jit`` (see :func:`similarity_topk`).
 
     Returns:
         ``(scores float32[Q, k], indices int32[Q, k])`` sorted descending, ties by lower index.
@@ -57,23 +63,35 @@ def scores_topk(scores: jax.Array, k: int, *, exclude: jax.Array | None = None) 
         >>> scores_topk(jnp.array([[0.1, 0.9, 0.9, 0.5]]), 2, exclude=jnp.array([[1]]))[1].tolist()
         [[2, 3]]
     """
+    scores = as_vectors("scores", scores, "[Q, N]")
+    if exclude is not None:
+        exclude = as_ids("exclude", exclude, "[Q, m]")
     if jnp.ndim(scores) != 2:
         raise ValueError(f"scores must be [Q, N] (rank 2), got shape {jnp.shape(scores)}")
     if not jnp.issubdtype(scores.dtype, jnp.floating):
         raise TypeError(f"scores [Q, N] must be floating, got dtype {scores.dtype} with shape {scores.shape}")
+    if scores.shape[1] == 0:
+        raise ValueError(f"scores [Q, N] has no items (N = 0, shape {tuple(scores.shape)}): there is nothing to rank")
     if exclude is not None:
         check_ids("exclude", exclude, scores.shape[0], "[Q, m]", f"scores [Q, N] = {tuple(scores.shape)}")
     check_k(k, scores.shape[1], "items N", f"scores {tuple(scores.shape)}")
     check_concrete_exclusions(exclude, scores.shape[1], k, f"scores {tuple(scores.shape)}")
+    if check_flag("check_finite", check_finite):
+        require_finite(("scores [Q, N]", scores), allow_inf=True)
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
     return _scores_topk(scores, exclude, k=int(k))
 
 
-def _check_candidates(queries, items, candidates, metric):
+def _candidate_inputs(queries, items, candidates, metric):
+    """The array-like inputs of the candidate functions converted and checked (shapes, dtypes, metric)."""
+    queries = as_vectors("queries", queries, "[Q, d]")
+    items = as_vectors("items", items, "[N, d]")
+    candidates = as_ids("candidates", candidates, "[Q, C]")
     check_pair(queries, items)
     check_metric(metric)
     check_ids("candidates", candidates, queries.shape[0], "[Q, C]", f"[Q, d] = {tuple(queries.shape)}")
+    return queries, items, candidates
 
 
 @functools.partial(jax.jit, static_argnames=("metric", "precision"))
@@ -99,15 +117,19 @@ def candidate_scores(
     *,
     metric: str = "dot",
     precision: str | None = "highest",
+    check_finite: bool = True,
 ) -> jax.Array:
     """Scores of each query against its own candidate item ids only (sampled evaluation, re-ranking).
 
     Args:
-        queries: ``[Q, d]`` floating.
-        items: ``[N, d]`` floating.
-        candidates: int ``[Q, C]`` item ids; ``-1`` (or any id outside ``[0, N)``) is padding.
+        queries: ``[Q, d]`` floating, or an array-like (as for :func:`similarity_topk`); ``Q`` may be 0.
+        items: ``[N, d]`` floating or an array-like, ``N >= 1``.
+        candidates: int ``[Q, C]`` item ids (an array or a rectangular list); ``-1`` (or any id outside
+            ``[0, N)``) is padding.
         metric: one of :data:`METRICS`.
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
+        check_finite: refuse concrete inputs holding ``NaN`` or ``±inf`` (as in :func:`similarity_topk`);
+            ``False`` skips the check.
 
     Returns:
         float32 ``[Q, C]``; ``-inf`` at padding. Gathers ``Q·C`` item rows (``Q·C·d`` values at once).
@@ -116,8 +138,10 @@ def candidate_scores(
         >>> candidate_scores(jnp.ones((1, 2)), jnp.eye(3, 2), jnp.array([[1, -1, 2]])).tolist()
         [[1.0, -inf, 0.0]]
     """
-    _check_candidates(queries, items, candidates, metric)
+    queries, items, candidates = _candidate_inputs(queries, items, candidates, metric)
     check_precision(precision)
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
     return _candidate_scores(queries, items, jnp.asarray(candidates), metric=metric, precision=precision)
 
 
@@ -144,19 +168,22 @@ def candidate_topk(
     metric: str = "dot",
     exclude: jax.Array | None = None,
     precision: str | None = "highest",
+    check_finite: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Top-``k`` of each query's own candidate ids (an allow-list), e.g. to re-rank a retrieved shortlist.
 
     Duplicate ids in a row count once; ``-1`` and ids outside ``[0, N)`` are padding.
 
     Args:
-        queries: ``[Q, d]`` floating.
-        items: ``[N, d]`` floating.
-        candidates: int ``[Q, C]`` item ids, ``-1`` padded.
+        queries: ``[Q, d]`` floating, or an array-like (as for :func:`similarity_topk`); ``Q`` may be 0.
+        items: ``[N, d]`` floating or an array-like, ``N >= 1``.
+        candidates: int ``[Q, C]`` item ids, ``-1`` padded (an array or a rectangular list).
         k: static, ``1 <= k <= C``.
         metric: one of :data:`METRICS`.
-        exclude: optional int ``[Q, m]`` ids to leave out, ``-1`` padded.
+        exclude: optional int ``[Q, m]`` ids to leave out, ``-1`` padded (an array or a rectangular list).
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
+        check_finite: refuse concrete inputs holding ``NaN`` or ``±inf`` (as in :func:`similarity_topk`);
+            ``False`` skips the check.
 
     Returns:
         ``(scores float32[Q, k], item ids int32[Q, k])`` sorted descending, ties by lower item id; rows with
@@ -167,13 +194,16 @@ def candidate_topk(
         >>> candidate_topk(jnp.ones((1, 1)), x, jnp.array([[0, 2, 1, -1]]), 2)[1].tolist()
         [[1, 2]]
     """
-    _check_candidates(queries, items, candidates, metric)
+    queries, items, candidates = _candidate_inputs(queries, items, candidates, metric)
     if exclude is not None:
+        exclude = as_ids("exclude", exclude, "[Q, m]")
         check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
     check_k(
         k, candidates.shape[1], "candidates C", f"queries {tuple(queries.shape)}, candidates {tuple(candidates.shape)}"
     )
     check_precision(precision)
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
     ex = None if exclude is None else jnp.asarray(exclude)
     return _candidate_topk(queries, items, jnp.asarray(candidates), ex, k=int(k), metric=metric, precision=precision)
 

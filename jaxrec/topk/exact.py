@@ -27,8 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 
 from jaxrec import checks
-from jaxrec.topk.blocks import dense_block, map_query_blocks, padded_tail, scan_block
+from jaxrec.topk.blocks import dense_block, empty_topk, map_query_blocks, padded_tail, scan_block
 from jaxrec.topk.bucket import bucket_block, bucket_plan, default_absorb_every, default_merge_chunks
+from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
 from jaxrec.topk.scores import prepare
 from jaxrec.topk.validate import (
     check_concrete_exclusions,
@@ -228,17 +229,21 @@ def similarity_topk(
     merge_chunks: int | None = None,
     repair_buckets: int | None = None,
     precision: str | None = "highest",
+    check_finite: bool = True,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact top-``k`` items per query, streamed over item chunks (never builds ``[Q, N]`` for large ``N``).
 
     Args:
-        queries: ``[Q, d]`` float32 / bfloat16 / float16.
-        items: ``[N, d]`` same kinds of dtype (mixed inputs are promoted).
+        queries: ``[Q, d]`` float32 / bfloat16 / float16, or an array-like: a numpy array of any floating dtype
+            (float64 becomes float32), a Python list / tuple of numbers (float32). ``Q = 0`` gives empty results
+            ``[0, k]``.
+        items: ``[N, d]``, ``N >= 1``, the same kinds of input (mixed dtypes are promoted).
         k: static, ``1 <= k <= N``.
         metric: one of :data:`METRICS`.
         exclude: optional int ``[Q, m]`` item ids to leave out per query (``-1`` = padding; ids outside
-            ``[0, N)`` are ignored). For CSR rows use :func:`csr_to_padded`. A host (numpy) array is checked to
-            leave at least ``k`` items per row; otherwise rows with too few items end in ``(-inf, -1)``.
+            ``[0, N)`` are ignored): an int array or a rectangular list of lists (a ragged one raises; pad it
+            with :func:`csr_to_padded`). A host (numpy / list) one is checked to leave at least ``k`` items per
+            row; otherwise rows with too few items end in ``(-inf, -1)``.
         method: ``"auto"`` (from the sizes), ``"bucket"``, ``"scan"`` or ``"dense"``; see the module docstring.
             All are exact and return the same result up to float32 rounding of the scores.
         chunk_size: items per streamed chunk ``C`` (static); a multiple of ``bucket_size`` (of 32 by default).
@@ -260,13 +265,20 @@ def similarity_topk(
             inputs in TF32 (about 3e-4 relative error: items within that of each other may swap or be
             replaced) and on TPU in bfloat16 passes; faster, not exact. bfloat16 / float16 inputs are
             multiplied exactly (accumulated in float32) either way.
+        check_finite: refuse ``queries`` / ``items`` holding ``NaN`` or ``±inf`` (one of them would put
+            ``(nan, -1)`` first in every list). The check runs before the kernel, outside the compiled code, on
+            concrete arrays: one fused pass over each input (cheap next to the kernel's ``Q·N·d`` products) plus one
+            read back to the host, which waits for the inputs to be computed.
+            Under ``jit`` / ``vmap`` / ``shard_map`` the inputs are tracers and the check is skipped (check the
+            concrete arrays outside). ``False`` skips it: non-finite inputs then give undefined lists.
 
     Returns:
         ``(scores float32[Q, k], indices int32[Q, k])``, sorted by score descending, ties by lower index.
 
     Raises:
-        ValueError / TypeError at trace time for wrong ranks, mismatched ``d``, non-floating inputs, ``k <= 0``
-        or ``k > N``, an unknown metric, method or precision.
+        ValueError / TypeError at trace time for wrong ranks, mismatched ``d``, ``N = 0``, non-floating inputs,
+        ``k <= 0`` or ``k > N``, an unknown metric, method or precision, a ragged or non-integer ``exclude``;
+        ValueError for non-finite concrete inputs (naming the argument and the first offending rows).
 
     Example:
         >>> q = jnp.array([[1.0, 0.0]])
@@ -275,6 +287,10 @@ def similarity_topk(
         >>> i.tolist(), [round(v, 3) for v in s[0].tolist()]
         ([[1, 2]], [1.0, 0.707])
     """
+    queries = as_vectors("queries", queries, "[Q, d]")
+    items = as_vectors("items", items, "[N, d]")
+    if exclude is not None:
+        exclude = as_ids("exclude", exclude, "[Q, m]")
     check_pair(queries, items)
     for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
         if value is not None:
@@ -284,6 +300,10 @@ def similarity_topk(
     _check_topk_args(
         queries, items, k, metric, exclude, method, chunk_size, bucket_size, merge_chunks, repair_buckets, precision
     )
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    if queries.shape[0] == 0:
+        return empty_topk(int(k))
     if isinstance(exclude, np.ndarray):
         exclude = jnp.asarray(exclude)
     return _similarity_topk(

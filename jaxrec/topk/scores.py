@@ -14,6 +14,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxrec.topk.inputs import as_vectors, check_flag, require_finite
 from jaxrec.topk.validate import check_metric, check_pair, check_precision, precision_context
 
 NEG_INF = float("-inf")  # the score of padding, exclusions and "no item left"
@@ -57,15 +58,22 @@ def dot_xq(x: jax.Array, q: jax.Array) -> jax.Array:
 
 
 def similarity_scores(
-    queries: jax.Array, items: jax.Array, *, metric: str = "dot", precision: str | None = "highest"
+    queries: jax.Array,
+    items: jax.Array,
+    *,
+    metric: str = "dot",
+    precision: str | None = "highest",
+    check_finite: bool = True,
 ) -> jax.Array:
     """Dense scores of every query against every item (for small ``N``; the top-k kernels never build this).
 
     Args:
-        queries: ``[Q, d]`` floating.
-        items: ``[N, d]`` floating.
+        queries: ``[Q, d]`` floating, or an array-like (as for :func:`similarity_topk`); ``Q`` may be 0.
+        items: ``[N, d]`` floating or an array-like, ``N >= 1``.
         metric: one of :data:`METRICS`.
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
+        check_finite: refuse concrete inputs holding ``NaN`` or ``±inf`` (as in :func:`similarity_topk`);
+            ``False`` skips the check.
 
     Returns:
         float32 ``[Q, N]``.
@@ -74,9 +82,13 @@ def similarity_scores(
         >>> similarity_scores(jnp.ones((1, 2)), jnp.array([[1.0, 2.0], [0.0, 0.0]]), metric="l2").tolist()
         [[-1.0, -2.0]]
     """
+    queries = as_vectors("queries", queries, "[Q, d]")
+    items = as_vectors("items", items, "[N, d]")
     check_pair(queries, items)
     check_metric(metric)
     check_precision(precision)
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
     q, x, bias, off = prepare(queries, items, metric)
     with precision_context(precision):
         s = dot_qx(q, x)

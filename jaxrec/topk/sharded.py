@@ -15,7 +15,9 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
+from jaxrec.topk.blocks import empty_topk
 from jaxrec.topk.exact import similarity_topk
+from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
 from jaxrec.topk.scores import NEG_INF
 from jaxrec.topk.validate import check_ids, check_k, check_metric, check_pair, describe_shapes
 
@@ -29,6 +31,7 @@ def sharded_similarity_topk(
     axis_name: str,
     metric: str = "dot",
     exclude: jax.Array | None = None,
+    check_finite: bool = True,
     **kernel_options: Any,
 ) -> tuple[jax.Array, jax.Array]:
     """Exact top-``k`` with the items split over mesh axis ``axis_name`` (each device holds ``N / D`` rows).
@@ -39,13 +42,15 @@ def sharded_similarity_topk(
     kernel. Implemented with ``jax.shard_map``; queries and ``exclude`` are replicated.
 
     Args:
-        queries: ``[Q, d]`` floating.
-        items: ``[N, d]`` floating, ``N`` divisible by the size ``D`` of ``axis_name``.
+        queries: ``[Q, d]`` floating, or an array-like (as for :func:`similarity_topk`); ``Q = 0`` gives ``[0, k]``.
+        items: ``[N, d]`` floating or an array-like, ``N`` divisible by the size ``D`` of ``axis_name``.
         k: static, ``1 <= k <= N``.
         mesh: a ``jax.sharding.Mesh`` containing ``axis_name``.
         axis_name: the mesh axis the items are split over.
         metric: one of :data:`METRICS`.
-        exclude: optional int ``[Q, m]`` global item ids, ``-1`` padded.
+        exclude: optional int ``[Q, m]`` global item ids, ``-1`` padded (an array or a rectangular list).
+        check_finite: refuse concrete ``queries`` / ``items`` holding ``NaN`` or ``±inf`` (as in
+            :func:`similarity_topk`: before the sharded call, skipped under ``jit``); ``False`` skips it.
         **kernel_options: keyword options of :func:`similarity_topk` (``method``, ``chunk_size``, ...).
 
     Returns:
@@ -57,6 +62,10 @@ def sharded_similarity_topk(
         >>> sharded_similarity_topk(jnp.ones((1, 1)), x, 2, mesh=mesh, axis_name="items")[1].shape
         (1, 2)
     """
+    queries = as_vectors("queries", queries, "[Q, d]")
+    items = as_vectors("items", items, "[N, d]")
+    if exclude is not None:
+        exclude = as_ids("exclude", exclude, "[Q, m]")
     check_pair(queries, items)
     check_metric(metric)
     if axis_name not in mesh.shape:
@@ -73,6 +82,10 @@ def sharded_similarity_topk(
     if exclude is not None:
         check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
         exclude = jnp.asarray(exclude, jnp.int32)
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    if queries.shape[0] == 0:
+        return empty_topk(int(k))
     return _sharded_topk(
         queries,
         items,

@@ -82,7 +82,7 @@ def check_pair(queries: Any, items: Any) -> None:
             f"queries [Q, d] and items [N, d] must share d; got queries {queries.shape} and items {items.shape}"
         )
     if items.shape[0] == 0:
-        raise ValueError(f"items [N, d] is empty: {items.shape}")
+        raise ValueError(f"items [N, d] is empty (N = 0, shape {tuple(items.shape)}): there is nothing to rank")
 
 
 def check_ids(name: str, ids: Any, n_rows: int, spec: str, other: str) -> None:
