@@ -8,6 +8,7 @@ import sys
 import numpy as np
 import pytest
 
+import jaxrec
 from jaxrec import data, evaluate, methods
 
 
@@ -265,3 +266,24 @@ def test_deprecated_modules_warn_and_reexport():
     assert out.returncode == 0, out.stderr
     assert "jaxrec.mapping is deprecated; import its names from jaxrec.methods" in out.stderr
     assert "jaxrec.multidomain is deprecated; import its names from jaxrec.methods" in out.stderr
+
+
+def test_overriding_the_discrepancy_drops_the_default_options():
+    """The mmd recipe's kernel options belong to "mmd": another term through ``run`` starts from its defaults."""
+    ds, _ = jaxrec.synthetic(n_users=200, n_items=(40, 30), seed=0)
+    ds = jaxrec.cold_start_split(ds, "source", "target", fraction=0.3, seed=0)
+    assert methods.METHODS["mmd"].default_config.discrepancy_options == methods.MMD_OPTIONS
+    trained = methods.run(
+        "mmd", ds, source="source", target="target", discrepancy="mean_l2", epochs=1, dim=8, progress=False
+    )
+    assert trained.config.discrepancy == "mean_l2" and trained.config.discrepancy_options is None
+    with pytest.raises(ValueError, match="has no option"):
+        methods.run(
+            "mmd",
+            ds,
+            source="source",
+            target="target",
+            discrepancy="mean_l2",
+            discrepancy_options={"median_rows": 8},
+            epochs=1,
+        )

@@ -164,6 +164,9 @@ def get_method(name: str) -> Method:
 def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overrides) -> Trained:
     """Trains method ``name`` with its default config updated by ``overrides``.
 
+    A config's ``discrepancy_options`` belong to its ``discrepancy``: overriding ``discrepancy`` alone resets them
+    to ``None`` (the new term's defaults), e.g. ``run("mmd", ..., discrepancy="coral")``.
+
     Example:
       >>> trained = run("cmf", ds, source="source", target="target", epochs=5, seed=1)  # doctest: +SKIP
 
@@ -175,6 +178,8 @@ def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overri
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {sorted(fields)}")
+    if "discrepancy" in overrides and "discrepancy_options" in fields and "discrepancy_options" not in overrides:
+        overrides = {**overrides, "discrepancy_options": None}
     config = dataclasses.replace(method.default_config, **overrides)
     return method.train(ds, source=source, target=target, config=config)
 
