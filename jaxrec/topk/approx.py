@@ -11,20 +11,18 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxrec import checks
-from jaxrec.topk.blocks import empty_topk, map_query_blocks, padded_tail, scan_block
+from jaxrec.topk.blocks import map_query_blocks, padded_tail, run_topk, scan_block
 from jaxrec.topk.exact import similarity_topk
-from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
+from jaxrec.topk.inputs import pair_inputs, require_finite_pair
 from jaxrec.topk.scores import prepare
 from jaxrec.topk.validate import (
     check_concrete_exclusions,
     check_ids,
     check_k,
     check_metric,
-    check_pair,
     check_precision,
     describe_shapes,
     with_precision,
@@ -104,11 +102,7 @@ def approx_similarity_topk(
         >>> i.tolist()
         [[0], [1]]
     """
-    queries = as_vectors("queries", queries, "[Q, d]")
-    items = as_vectors("items", items, "[N, d]")
-    if exclude is not None:
-        exclude = as_ids("exclude", exclude, "[Q, m]")
-    check_pair(queries, items)
+    queries, items, exclude = pair_inputs(queries, items, exclude)
     check_metric(metric)
     if exclude is not None:
         check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
@@ -119,17 +113,13 @@ def approx_similarity_topk(
     checks.positive_int("query_block", query_block)
     check_precision(precision)
     check_concrete_exclusions(exclude, items.shape[0], k, describe_shapes(queries, items, exclude))
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    require_finite_pair(check_finite, queries, items)
     if exact_off_tpu and jax.default_backend() != "tpu":
         return similarity_topk(
             queries, items, k, metric=metric, exclude=exclude, precision=precision, check_finite=False
         )
-    if queries.shape[0] == 0:
-        return empty_topk(int(k))
-    if isinstance(exclude, np.ndarray):
-        exclude = jnp.asarray(exclude)
-    return _approx_topk(
+    return run_topk(
+        _approx_topk,
         queries,
         items,
         exclude,

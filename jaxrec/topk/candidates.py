@@ -16,7 +16,7 @@ from jax import lax
 
 from jaxrec import checks
 from jaxrec.topk.blocks import drop_excluded
-from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
+from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite, require_finite_pair
 from jaxrec.topk.scores import NEG_INF, plus_zero, prepare
 from jaxrec.topk.validate import (
     check_concrete_exclusions,
@@ -140,8 +140,7 @@ def candidate_scores(
     """
     queries, items, candidates = _candidate_inputs(queries, items, candidates, metric)
     check_precision(precision)
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    require_finite_pair(check_finite, queries, items)
     return _candidate_scores(queries, items, jnp.asarray(candidates), metric=metric, precision=precision)
 
 
@@ -202,8 +201,7 @@ def candidate_topk(
         k, candidates.shape[1], "candidates C", f"queries {tuple(queries.shape)}, candidates {tuple(candidates.shape)}"
     )
     check_precision(precision)
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    require_finite_pair(check_finite, queries, items)
     ex = None if exclude is None else jnp.asarray(exclude)
     return _candidate_topk(queries, items, jnp.asarray(candidates), ex, k=int(k), metric=metric, precision=precision)
 
