@@ -26,19 +26,11 @@ import jax
 import jax.numpy as jnp
 
 from jaxrec import checks
+from jaxrec.topk import validate
 from jaxrec.topk.blocks import dense_block, map_query_blocks, padded_tail, run_topk, scan_block
 from jaxrec.topk.bucket import bucket_block, bucket_plan, default_absorb_every, default_merge_chunks
 from jaxrec.topk.inputs import pair_inputs, require_finite_pair
 from jaxrec.topk.scores import prepare
-from jaxrec.topk.validate import (
-    check_concrete_exclusions,
-    check_ids,
-    check_k,
-    check_metric,
-    check_precision,
-    describe_shapes,
-    with_precision,
-)
 
 METHODS = ("auto", "bucket", "scan", "dense")
 
@@ -98,7 +90,7 @@ def _resolve_method(method: str, n: int, kk: int, *, chunk: int, bucket: int) ->
         "precision",
     ),
 )
-@with_precision
+@validate.with_precision
 def _similarity_topk(
     queries,
     items,
@@ -188,13 +180,13 @@ def _check_topk_args(
     queries, items, k, metric, exclude, method, chunk_size, bucket_size, merge_chunks, repair_buckets, precision
 ):
     """The checks of :func:`similarity_topk` after the pair, the block sizes and their defaults were resolved."""
-    check_metric(metric)
+    validate.check_metric(metric)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
-    shapes = describe_shapes(queries, items, exclude)
+    shapes = validate.describe_shapes(queries, items, exclude)
     if exclude is not None:
-        check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
-    check_k(k, items.shape[0], "items N", shapes)
+        validate.check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
+    validate.check_k(k, items.shape[0], "items N", shapes)
     if merge_chunks is not None:
         checks.positive_int("merge_chunks", merge_chunks)
     if repair_buckets is not None:
@@ -209,8 +201,8 @@ def _check_topk_args(
             f"chunk_size={chunk_size} must be a multiple of bucket_size={need} (32 when bucket_size "
             "is None, the largest automatic bucket)"
         )
-    check_precision(precision)
-    check_concrete_exclusions(exclude, items.shape[0], k, shapes)
+    validate.check_precision(precision)
+    validate.check_concrete_exclusions(exclude, items.shape[0], k, shapes)
 
 
 def similarity_topk(

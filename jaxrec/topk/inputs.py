@@ -30,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.topk.validate import check_pair
+from jaxrec.topk import validate
 
 _INT32 = np.iinfo(np.int32)
 _SHOWN_ROWS = 5  # row indices quoted in a non-finite message
@@ -112,7 +112,7 @@ def pair_inputs(queries: Any, items: Any, exclude: Any = None) -> tuple[Any, Any
     items = as_vectors("items", items, "[N, d]")
     if exclude is not None:
         exclude = as_ids("exclude", exclude, "[Q, m]")
-    check_pair(queries, items)
+    validate.check_pair(queries, items)
     return queries, items, exclude
 
 

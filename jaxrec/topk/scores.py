@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from jaxrec.topk import validate
 from jaxrec.topk.inputs import pair_inputs, require_finite_pair
-from jaxrec.topk.validate import check_metric, check_precision, precision_context
 
 NEG_INF = float("-inf")  # the score of padding, exclusions and "no item left"
 
@@ -83,11 +83,11 @@ def similarity_scores(
         [[-1.0, -2.0]]
     """
     queries, items, _ = pair_inputs(queries, items)
-    check_metric(metric)
-    check_precision(precision)
+    validate.check_metric(metric)
+    validate.check_precision(precision)
     require_finite_pair(check_finite, queries, items)
     q, x, bias, off = prepare(queries, items, metric)
-    with precision_context(precision):
+    with validate.precision_context(precision):
         s = dot_qx(q, x)
     if bias is not None:
         s = s + bias[None, :]
