@@ -123,34 +123,32 @@ def _load_recbole(root: pathlib.Path, content: bytes):
     return _dataset_or_data_error(lambda: D.load_recbole({"x": root / "x.inter", "y": root / "y.inter"}))
 
 
-@FUZZ
-@given(content=st.binary(max_size=200))
-def test_load_recbole_random_bytes(tmp_path, content):
-    _load_recbole(tmp_path, content)
-
-
-@FUZZ
-@given(content=mutated(VALID_RECBOLE, "\t"))
-def test_load_recbole_mutated_lines(tmp_path, content):
-    _load_recbole(tmp_path, content)
-
-
 def _from_csv(root: pathlib.Path, content: bytes):
     pytest.importorskip("pandas")
     (root / "t.csv").write_bytes(content)
     return _dataset_or_data_error(lambda: D.from_table(root / "t.csv"))
 
 
+# Loaders of one file: name -> (load(root, content), a valid file, its column separator).
+FILE_LOADERS = {
+    "load_recbole": (_load_recbole, VALID_RECBOLE, "\t"),
+    "from_table_csv": (_from_csv, VALID_CSV, ","),
+}
+
+
 @FUZZ
+@pytest.mark.parametrize("loader", FILE_LOADERS)
 @given(content=st.binary(max_size=200))
-def test_from_table_csv_random_bytes(tmp_path, content):
-    _from_csv(tmp_path, content)
+def test_file_loader_random_bytes(tmp_path, loader, content):
+    FILE_LOADERS[loader][0](tmp_path, content)
 
 
 @FUZZ
-@given(content=mutated(VALID_CSV, ","))
-def test_from_table_csv_mutated_lines(tmp_path, content):
-    _from_csv(tmp_path, content)
+@pytest.mark.parametrize("loader", FILE_LOADERS)
+@given(data=st.data())
+def test_file_loader_mutated_lines(tmp_path, loader, data):
+    load, valid, sep = FILE_LOADERS[loader]
+    load(tmp_path, data.draw(mutated(valid, sep), label="content"))
 
 
 def test_mutations_of_the_valid_files_load_unchanged(tmp_path):

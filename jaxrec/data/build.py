@@ -59,20 +59,13 @@ SHARED_USERS_RULES = ("below_heldout",)  # the named rules ``shared_users`` acce
 
 
 def _shared_bound(raw: Mapping[str, Mapping[str, RawSplit]], shared_users: int | str) -> int:
-    """The bound ``N`` of ``shared_users``: integer user ids ``< N`` name one person in every domain."""
-    if isinstance(shared_users, str):
-        if shared_users != "below_heldout":
-            raise DataError(
-                f"shared_users={snippet(shared_users)}; expected None, an integer or one of {SHARED_USERS_RULES}"
-            )
+    """The bound ``N`` of ``shared_users`` (already checked by :func:`check_options`): integer user ids ``< N``
+    name one person in every domain."""
+    if isinstance(shared_users, str):  # "below_heldout"
         held = [s.users for splits in raw.values() for k, s in splits.items() if k != "train" and len(s.users)]
         if not held:
             raise DataError("shared_users='below_heldout' needs valid/test users to find the bound; there are none")
         return int(max(int(np.max(u)) for u in held)) + 1
-    if isinstance(shared_users, bool) or not isinstance(shared_users, (int, np.integer)) or shared_users < 0:
-        raise DataError(
-            f"shared_users={snippet(shared_users)}; expected None, an integer >= 0 or one of {SHARED_USERS_RULES}"
-        )
     return int(shared_users)
 
 

@@ -2,16 +2,8 @@
 overlap of the domains, and the report as text or as a figure.
 
 Axis conventions: ``B`` = users in one call, ``d`` = representation width, ``n_users`` = the dataset's user id
-space. A report is JSON-serialisable (Python numbers, strings, lists and dicts).
-
-Example:
-  >>> import jaxrec
-  >>> ds, _ = jaxrec.data.synthetic(n_users=300, n_items=(80, 60))
-  >>> ds = jaxrec.data.cold_start_split(ds, "source", "target")
-  >>> trained = jaxrec.methods.run("mmd", ds, source="source", target="target", epochs=2, progress=False)
-  >>> tables = scorer_user_tables(trained, n_users=ds.n_users)
-  >>> report = diagnose(ds, tables, source="source", target="target")
-  >>> print(format_report(report))
+space. A report is JSON-serialisable (Python numbers, strings, lists and dicts). The package docstring
+(:mod:`jaxrec.diagnostics`) has an example from training to the printed report.
 """
 
 from __future__ import annotations

@@ -22,16 +22,6 @@ and once for all calls when ``users_fn`` is a :class:`jax.tree_util.Partial` ove
 scorers of :mod:`jaxrec.evaluate.scorers` are. Options are checked first (:mod:`jaxrec.evaluate.options`),
 then the batch functions are traced on the first batch's shapes, then the protocols run; with
 ``check_finite`` the per-user finite flags of every batch are read with its results.
-
-Example:
-    >>> from jaxrec import data
-    >>> from jaxrec.evaluate import popularity_scorer
-    >>> ds, _ = data.synthetic(n_users=300, n_items=(80, 60))
-    >>> ds = data.cold_start_split(ds, "source", "target")
-    >>> scorer = popularity_scorer(ds.item_popularity("target"))
-    >>> res = evaluate(scorer, ds, target="target", source="source", ks=(10,), seeds=(0, 1))
-    >>> sorted(res)
-    ['counts', 'full', 'sampled', 'sampled_std']
 """
 
 from __future__ import annotations

@@ -80,9 +80,7 @@ def mean_l2(
       >>> mean_l2(jnp.array([[1.0, 0.0]]), jnp.array([[0.0, 0.0], [0.0, 0.0]]))
       Array(0.5, dtype=float32)
     """
-    hs, ht, ws, wt = _prepare_pair(hs, ht, hs_mask, ht_mask)
-    diff = _masked_mean_rows(hs, ws) - _masked_mean_rows(ht, wt)
-    return jnp.where(_enough(ws, wt, 1), 0.5 * jnp.sum(diff * diff), 0.0)
+    return 0.5 * linear_mmd(hs, ht, hs_mask=hs_mask, ht_mask=ht_mask)
 
 
 def linear_mmd(

@@ -13,16 +13,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec.models.layers import (
-    MLP,
-    Activation,
-    Array,
-    check_features,
-    check_float,
-    check_rank,
-    check_rate,
-    resolve_activation,
-)
+from jaxrec.models.layers import MLP, Activation, Array, check_float, check_float_rank, check_tower
 
 
 @jax.custom_vjp
@@ -91,16 +82,13 @@ class DomainClassifier(nn.Module):
     use_layer_norm: bool = False
 
     def __post_init__(self):
-        check_features("hidden", self.hidden, allow_empty=True)
-        resolve_activation(self.activation)
-        check_rate("dropout_rate", self.dropout_rate)
+        check_tower(self, "hidden", allow_empty=True)
         super().__post_init__()
 
     @nn.compact
     def __call__(self, h: Array, alpha: float | Array = 1.0, *, deterministic: bool = True) -> Array:
         """``h`` [B, D] → domain logits ``[B]``; ``alpha`` (scalar, may be traced) scales the reversed gradient."""
-        check_float(h, "h")
-        check_rank(h, 2, "h", "[batch, dim]")
+        check_float_rank(h, 2, "h", "[batch, dim]")
         h = gradient_reversal(h, alpha)
         logits = MLP(
             tuple(self.hidden) + (1,),

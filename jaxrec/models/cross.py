@@ -13,15 +13,7 @@ from typing import Any
 import flax.linen as nn
 import jax.numpy as jnp
 
-from jaxrec.models.layers import (
-    Activation,
-    Array,
-    check_features,
-    check_float,
-    check_rank,
-    check_rate,
-    resolve_activation,
-)
+from jaxrec.models.layers import Activation, Array, check_float, check_rank, check_tower, resolve_activation
 
 
 def _check_dual(x_a: Array, x_b: Array) -> None:
@@ -61,9 +53,7 @@ class CoNet(nn.Module):
     shared_transfer: bool = True
 
     def __post_init__(self):
-        check_features("features", self.features)
-        resolve_activation(self.activation)
-        check_rate("dropout_rate", self.dropout_rate)
+        check_tower(self, "features")
         super().__post_init__()
 
     @nn.compact
@@ -124,9 +114,7 @@ class CrossStitch(nn.Module):
     dropout_rate: float = 0.0
 
     def __post_init__(self):
-        check_features("features", self.features)
-        resolve_activation(self.activation)
-        check_rate("dropout_rate", self.dropout_rate)
+        check_tower(self, "features")
         super().__post_init__()
 
     @nn.compact

@@ -21,7 +21,7 @@ from jaxrec.models.layers import (
     Array,
     check_choice,
     check_features,
-    check_float,
+    check_float_rank,
     check_int,
     check_rank,
     check_rate,
@@ -143,8 +143,7 @@ class HistoryEncoder(nn.Module):
 
     def encode(self, item_emb: Array, valid: Array, *, deterministic: bool = True) -> Array:
         """Encodes precomputed item embeddings ``[B, L, D]`` with validity mask ``valid`` [B, L] → ``[B, D]``."""
-        check_float(item_emb, "item_emb")
-        check_rank(item_emb, 3, "item_emb", "[batch, length, dim]")
+        check_float_rank(item_emb, 3, "item_emb", "[batch, length, dim]")
         batch, length, dim = item_emb.shape
         if dim != self.dim:
             raise ValueError(f"item_emb must be [batch, length, dim={self.dim}], got shape {item_emb.shape}")
@@ -215,8 +214,7 @@ class SharedSpecificEncoder(nn.Module):
 
         With ``domain=None``, ``specific`` is ``[B, K, D]`` and ``combined`` ``[B, K, 2D or D]``.
         """
-        check_float(x, "x")
-        check_rank(x, 2, "x", "[batch, d_in]")
+        check_float_rank(x, 2, "x", "[batch, d_in]")
         dom = parse_domain(domain, self.num_domains, x.shape[0])
         kw = {"activation": self.activation, "dropout_rate": self.dropout_rate, "use_layer_norm": self.use_layer_norm}
         shared = MLP(tuple(self.features), name="shared", **kw)(x, deterministic=deterministic)

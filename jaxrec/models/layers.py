@@ -102,6 +102,29 @@ def check_rank(x: Array, rank: int, name: str, layout: str) -> None:
         raise ValueError(f"{name} must be {layout} (rank {rank}), got shape {jnp.shape(x)}")
 
 
+def check_float_rank(x: Array, rank: int, name: str, layout: str) -> None:
+    """`check_float`, then `check_rank`: ``x`` must be a floating array of ``rank`` (laid out as ``layout``)."""
+    check_float(x, name)
+    check_rank(x, rank, name, layout)
+
+
+def check_tower(module: nn.Module, *fields: str, allow_empty: bool = False) -> None:
+    """Checks the `MLP` options of ``module``: the widths in each of ``fields``, ``activation``, ``dropout_rate``.
+
+    Args:
+      module: a module with ``activation`` and ``dropout_rate`` attributes.
+      *fields: names of its attributes holding layer widths, checked in order by `check_features`.
+      allow_empty: whether those widths may be empty.
+
+    Raises:
+      ValueError: for widths that are not positive ints, an unknown activation, or a rate outside ``[0, 1)``.
+    """
+    for field in fields:
+        check_features(field, getattr(module, field), allow_empty=allow_empty)
+    resolve_activation(module.activation)
+    check_rate("dropout_rate", module.dropout_rate)
+
+
 def parse_domain(domain: Any, num_domains: int, batch: int) -> None | int | Array:
     """Normalizes a domain index (see the module docstring) for ``num_domains`` K and ``batch`` rows.
 
@@ -170,9 +193,7 @@ class MLP(nn.Module):
     activate_final: bool = False
 
     def __post_init__(self):
-        check_features("features", self.features)
-        resolve_activation(self.activation)
-        check_rate("dropout_rate", self.dropout_rate)
+        check_tower(self, "features")
         super().__post_init__()
 
     @nn.compact

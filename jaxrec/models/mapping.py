@@ -19,9 +19,8 @@ from jaxrec.models.layers import (
     Activation,
     Array,
     check_features,
-    check_float,
-    check_rank,
-    check_rate,
+    check_float_rank,
+    check_tower,
     resolve_activation,
 )
 
@@ -65,16 +64,13 @@ class EMCDRMapping(nn.Module):
     def __post_init__(self):
         if self.out_dim is not None:
             checks.positive_int("out_dim", self.out_dim)
-        check_features("hidden", self.hidden, allow_empty=True)
-        resolve_activation(self.activation)
-        check_rate("dropout_rate", self.dropout_rate)
+        check_tower(self, "hidden", allow_empty=True)
         super().__post_init__()
 
     @nn.compact
     def __call__(self, user_src: Array, *, deterministic: bool = True) -> Array:
         """``user_src`` [B, d_s] → mapped target embeddings ``[B, out_dim]``."""
-        check_float(user_src, "user_src")
-        check_rank(user_src, 2, "user_src", "[batch, d_src]")
+        check_float_rank(user_src, 2, "user_src", "[batch, d_src]")
         out_dim = self.out_dim or user_src.shape[-1]
         if self.linear:
             return nn.Dense(out_dim, use_bias=False, name="linear")(user_src)
@@ -123,8 +119,7 @@ class PTUPCDRMeta(nn.Module):
 
     @staticmethod
     def _mask(history: Array, mask: Array | None) -> Array:
-        check_float(history, "history")
-        check_rank(history, 3, "history", "[batch, length, d_item]")
+        check_float_rank(history, 3, "history", "[batch, length, d_item]")
         if mask is None:
             return jnp.ones(history.shape[:2], bool)
         if jnp.shape(mask) != history.shape[:2]:
@@ -144,8 +139,7 @@ class PTUPCDRMeta(nn.Module):
 
     def __call__(self, user_src: Array, history: Array, mask: Array | None = None) -> Array:
         """Maps ``user_src`` [B, D] through each user's bridge → ``[B, D]``."""
-        check_float(user_src, "user_src")
-        check_rank(user_src, 2, "user_src", f"[batch, dim={self.dim}]")
+        check_float_rank(user_src, 2, "user_src", f"[batch, dim={self.dim}]")
         if user_src.shape[-1] != self.dim or user_src.shape[0] != jnp.shape(history)[0]:
             raise ValueError(
                 f"user_src must be [batch, dim={self.dim}] with the batch of history "

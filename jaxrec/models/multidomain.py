@@ -24,10 +24,8 @@ from jaxrec.models.layers import (
     MLP,
     Activation,
     Array,
-    check_features,
-    check_float,
-    check_rank,
-    check_rate,
+    check_float_rank,
+    check_tower,
     parse_domain,
     resolve_activation,
     select_domain,
@@ -77,15 +75,11 @@ def _towers(module: nn.Module, h: Array | Sequence[Array], *, deterministic: boo
 
 def _check_multidomain(module: nn.Module, *fields: str) -> None:
     checks.positive_int("num_domains", module.num_domains)
-    for field in fields:
-        check_features(field, getattr(module, field))
-    resolve_activation(module.activation)
-    check_rate("dropout_rate", module.dropout_rate)
+    check_tower(module, *fields)
 
 
 def _check_input(x: Array) -> None:
-    check_float(x, "x")
-    check_rank(x, 2, "x", "[batch, d_in]")
+    check_float_rank(x, 2, "x", "[batch, d_in]")
 
 
 class SharedBottom(nn.Module):

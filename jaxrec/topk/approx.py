@@ -11,28 +11,18 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 from jax import lax
 
 from jaxrec import checks
-from jaxrec.topk.blocks import empty_topk, map_query_blocks, padded_tail, scan_block
+from jaxrec.topk import validate
+from jaxrec.topk.blocks import map_query_blocks, padded_tail, run_topk, scan_block
 from jaxrec.topk.exact import similarity_topk
-from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
+from jaxrec.topk.inputs import pair_inputs, require_finite_pair
 from jaxrec.topk.scores import prepare
-from jaxrec.topk.validate import (
-    check_concrete_exclusions,
-    check_ids,
-    check_k,
-    check_metric,
-    check_pair,
-    check_precision,
-    describe_shapes,
-    with_precision,
-)
 
 
 @functools.partial(jax.jit, static_argnames=("k", "metric", "recall_target", "chunk_size", "query_block", "precision"))
-@with_precision
+@validate.with_precision
 def _approx_topk(queries, items, exclude, *, k, metric, recall_target, chunk_size, query_block):
     n = items.shape[0]
     q, x, bias, offset = prepare(queries, items, metric)
@@ -104,32 +94,24 @@ def approx_similarity_topk(
         >>> i.tolist()
         [[0], [1]]
     """
-    queries = as_vectors("queries", queries, "[Q, d]")
-    items = as_vectors("items", items, "[N, d]")
+    queries, items, exclude = pair_inputs(queries, items, exclude)
+    validate.check_metric(metric)
     if exclude is not None:
-        exclude = as_ids("exclude", exclude, "[Q, m]")
-    check_pair(queries, items)
-    check_metric(metric)
-    if exclude is not None:
-        check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
-    check_k(k, items.shape[0], "items N", describe_shapes(queries, items, exclude))
+        validate.check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
+    validate.check_k(k, items.shape[0], "items N", validate.describe_shapes(queries, items, exclude))
     if not 0.0 < float(recall_target) <= 1.0:
         raise ValueError(f"recall_target must be in (0, 1], got {recall_target}")
     checks.positive_int("chunk_size", chunk_size)
     checks.positive_int("query_block", query_block)
-    check_precision(precision)
-    check_concrete_exclusions(exclude, items.shape[0], k, describe_shapes(queries, items, exclude))
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    validate.check_precision(precision)
+    validate.check_concrete_exclusions(exclude, items.shape[0], k, validate.describe_shapes(queries, items, exclude))
+    require_finite_pair(check_finite, queries, items)
     if exact_off_tpu and jax.default_backend() != "tpu":
         return similarity_topk(
             queries, items, k, metric=metric, exclude=exclude, precision=precision, check_finite=False
         )
-    if queries.shape[0] == 0:
-        return empty_topk(int(k))
-    if isinstance(exclude, np.ndarray):
-        exclude = jnp.asarray(exclude)
-    return _approx_topk(
+    return run_topk(
+        _approx_topk,
         queries,
         items,
         exclude,

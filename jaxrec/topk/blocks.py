@@ -1,5 +1,5 @@
 """The ``"dense"`` and ``"scan"`` kernels on one query block, the pieces every kernel shares, and the query
-blocking that maps a kernel over all queries.
+blocking that maps a kernel over all queries; :func:`run_topk`, the host-side call of a jitted top-k kernel.
 
 A kernel on one query block takes ``q [Qb, d]`` (prepared by :func:`scores.prepare`), items ``x [N, d]``,
 ``bias float32[N] | None`` and ``exclude int32[Qb, m] | None`` (``-1`` padded) and returns ``(scores
@@ -14,6 +14,7 @@ from collections.abc import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
 
 from jaxrec.topk.scores import NEG_INF, dot_qx
@@ -108,9 +109,17 @@ def scan_block(q, x, bias, tail, exclude, *, k: int, kk: int, chunk: int, select
     return finish(run[0], run[1], exclude, k)
 
 
-def empty_topk(k: int) -> tuple[jax.Array, jax.Array]:
-    """The result for zero queries: ``(float32[0, k], int32[0, k])``."""
-    return jnp.zeros((0, k), jnp.float32), jnp.zeros((0, k), jnp.int32)
+def run_topk(kernel: Callable, queries: jax.Array, items: jax.Array, exclude, *, k: int, **static):
+    """``kernel(queries, items, exclude, k=k, **static)`` after the host-side steps of every top-k entry point.
+
+    Zero queries give ``(float32[0, k], int32[0, k])`` without calling ``kernel``; a host (numpy) ``exclude
+    [Q, m]`` goes onto the device first.
+    """
+    if queries.shape[0] == 0:
+        return jnp.zeros((0, k), jnp.float32), jnp.zeros((0, k), jnp.int32)
+    if isinstance(exclude, np.ndarray):
+        exclude = jnp.asarray(exclude)
+    return kernel(queries, items, exclude, k=k, **static)
 
 
 def map_query_blocks(block_fn: Callable, q: jax.Array, exclude: jax.Array | None, qblock: int):

@@ -15,18 +15,10 @@ import numpy as np
 from jax import lax
 
 from jaxrec import checks
+from jaxrec.topk import validate
 from jaxrec.topk.blocks import drop_excluded
-from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
+from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite, require_finite_pair
 from jaxrec.topk.scores import NEG_INF, plus_zero, prepare
-from jaxrec.topk.validate import (
-    check_concrete_exclusions,
-    check_ids,
-    check_k,
-    check_metric,
-    check_pair,
-    check_precision,
-    with_precision,
-)
 
 
 @functools.partial(jax.jit, static_argnames=("k",))
@@ -73,9 +65,9 @@ def scores_topk(
     if scores.shape[1] == 0:
         raise ValueError(f"scores [Q, N] has no items (N = 0, shape {tuple(scores.shape)}): there is nothing to rank")
     if exclude is not None:
-        check_ids("exclude", exclude, scores.shape[0], "[Q, m]", f"scores [Q, N] = {tuple(scores.shape)}")
-    check_k(k, scores.shape[1], "items N", f"scores {tuple(scores.shape)}")
-    check_concrete_exclusions(exclude, scores.shape[1], k, f"scores {tuple(scores.shape)}")
+        validate.check_ids("exclude", exclude, scores.shape[0], "[Q, m]", f"scores [Q, N] = {tuple(scores.shape)}")
+    validate.check_k(k, scores.shape[1], "items N", f"scores {tuple(scores.shape)}")
+    validate.check_concrete_exclusions(exclude, scores.shape[1], k, f"scores {tuple(scores.shape)}")
     if check_flag("check_finite", check_finite):
         require_finite(("scores [Q, N]", scores), allow_inf=True)
     if isinstance(exclude, np.ndarray):
@@ -88,14 +80,14 @@ def _candidate_inputs(queries, items, candidates, metric):
     queries = as_vectors("queries", queries, "[Q, d]")
     items = as_vectors("items", items, "[N, d]")
     candidates = as_ids("candidates", candidates, "[Q, C]")
-    check_pair(queries, items)
-    check_metric(metric)
-    check_ids("candidates", candidates, queries.shape[0], "[Q, C]", f"[Q, d] = {tuple(queries.shape)}")
+    validate.check_pair(queries, items)
+    validate.check_metric(metric)
+    validate.check_ids("candidates", candidates, queries.shape[0], "[Q, C]", f"[Q, d] = {tuple(queries.shape)}")
     return queries, items, candidates
 
 
 @functools.partial(jax.jit, static_argnames=("metric", "precision"))
-@with_precision
+@validate.with_precision
 def _candidate_scores(queries, items, candidates, *, metric):
     n = items.shape[0]
     q, x, bias, offset = prepare(queries, items, metric)
@@ -139,9 +131,8 @@ def candidate_scores(
         [[1.0, -inf, 0.0]]
     """
     queries, items, candidates = _candidate_inputs(queries, items, candidates, metric)
-    check_precision(precision)
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    validate.check_precision(precision)
+    require_finite_pair(check_finite, queries, items)
     return _candidate_scores(queries, items, jnp.asarray(candidates), metric=metric, precision=precision)
 
 
@@ -197,13 +188,12 @@ def candidate_topk(
     queries, items, candidates = _candidate_inputs(queries, items, candidates, metric)
     if exclude is not None:
         exclude = as_ids("exclude", exclude, "[Q, m]")
-        check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
-    check_k(
+        validate.check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
+    validate.check_k(
         k, candidates.shape[1], "candidates C", f"queries {tuple(queries.shape)}, candidates {tuple(candidates.shape)}"
     )
-    check_precision(precision)
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    validate.check_precision(precision)
+    require_finite_pair(check_finite, queries, items)
     ex = None if exclude is None else jnp.asarray(exclude)
     return _candidate_topk(queries, items, jnp.asarray(candidates), ex, k=int(k), metric=metric, precision=precision)
 

@@ -24,23 +24,13 @@ import functools
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from jaxrec import checks
-from jaxrec.topk.blocks import dense_block, empty_topk, map_query_blocks, padded_tail, scan_block
+from jaxrec.topk import validate
+from jaxrec.topk.blocks import dense_block, map_query_blocks, padded_tail, run_topk, scan_block
 from jaxrec.topk.bucket import bucket_block, bucket_plan, default_absorb_every, default_merge_chunks
-from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
+from jaxrec.topk.inputs import pair_inputs, require_finite_pair
 from jaxrec.topk.scores import prepare
-from jaxrec.topk.validate import (
-    check_concrete_exclusions,
-    check_ids,
-    check_k,
-    check_metric,
-    check_pair,
-    check_precision,
-    describe_shapes,
-    with_precision,
-)
 
 METHODS = ("auto", "bucket", "scan", "dense")
 
@@ -100,7 +90,7 @@ def _resolve_method(method: str, n: int, kk: int, *, chunk: int, bucket: int) ->
         "precision",
     ),
 )
-@with_precision
+@validate.with_precision
 def _similarity_topk(
     queries,
     items,
@@ -190,13 +180,13 @@ def _check_topk_args(
     queries, items, k, metric, exclude, method, chunk_size, bucket_size, merge_chunks, repair_buckets, precision
 ):
     """The checks of :func:`similarity_topk` after the pair, the block sizes and their defaults were resolved."""
-    check_metric(metric)
+    validate.check_metric(metric)
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; valid methods are {', '.join(METHODS)}")
-    shapes = describe_shapes(queries, items, exclude)
+    shapes = validate.describe_shapes(queries, items, exclude)
     if exclude is not None:
-        check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
-    check_k(k, items.shape[0], "items N", shapes)
+        validate.check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
+    validate.check_k(k, items.shape[0], "items N", shapes)
     if merge_chunks is not None:
         checks.positive_int("merge_chunks", merge_chunks)
     if repair_buckets is not None:
@@ -211,8 +201,8 @@ def _check_topk_args(
             f"chunk_size={chunk_size} must be a multiple of bucket_size={need} (32 when bucket_size "
             "is None, the largest automatic bucket)"
         )
-    check_precision(precision)
-    check_concrete_exclusions(exclude, items.shape[0], k, shapes)
+    validate.check_precision(precision)
+    validate.check_concrete_exclusions(exclude, items.shape[0], k, shapes)
 
 
 def similarity_topk(
@@ -287,11 +277,7 @@ def similarity_topk(
         >>> i.tolist(), [round(v, 3) for v in s[0].tolist()]
         ([[1, 2]], [1.0, 0.707])
     """
-    queries = as_vectors("queries", queries, "[Q, d]")
-    items = as_vectors("items", items, "[N, d]")
-    if exclude is not None:
-        exclude = as_ids("exclude", exclude, "[Q, m]")
-    check_pair(queries, items)
+    queries, items, exclude = pair_inputs(queries, items, exclude)
     for name, value in (("chunk_size", chunk_size), ("query_block", query_block)):
         if value is not None:
             checks.positive_int(name, value)
@@ -300,13 +286,9 @@ def similarity_topk(
     _check_topk_args(
         queries, items, k, metric, exclude, method, chunk_size, bucket_size, merge_chunks, repair_buckets, precision
     )
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
-    if queries.shape[0] == 0:
-        return empty_topk(int(k))
-    if isinstance(exclude, np.ndarray):
-        exclude = jnp.asarray(exclude)
-    return _similarity_topk(
+    require_finite_pair(check_finite, queries, items)
+    return run_topk(
+        _similarity_topk,
         queries,
         items,
         exclude,

@@ -11,6 +11,9 @@ Conversions, applied before the static checks of :mod:`jaxrec.topk.validate`:
   arrays (an empty list is int32); a ragged list is a ``ValueError`` that points to :func:`csr_to_padded`.
   Host integer ids outside the int32 range become ``-1`` (padding: no item has such an id).
 
+:func:`pair_inputs` converts ``queries``, ``items`` and ``exclude`` this way and checks the pair;
+:func:`require_finite_pair` is the ``check_finite`` switch of the functions that take queries and items.
+
 Finite checks (:func:`require_finite`) run on the host side of the call, outside the compiled kernels: one fused
 reduction per array (``sum(x * 0) == 0``, exact: it is ``NaN`` exactly when some value is ``NaN`` or ``±inf``)
 and one scalar read back. On failure a second pass lists the offending rows for the message. Under a JAX
@@ -26,6 +29,8 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from jaxrec.topk import validate
 
 _INT32 = np.iinfo(np.int32)
 _SHOWN_ROWS = 5  # row indices quoted in a non-finite message
@@ -96,6 +101,21 @@ def as_ids(name: str, ids: Any, spec: str) -> Any:
     return a
 
 
+def pair_inputs(queries: Any, items: Any, exclude: Any = None) -> tuple[Any, Any, Any]:
+    """``queries [Q, d]``, ``items [N, d]`` (:func:`as_vectors`) and ``exclude [Q, m]`` (:func:`as_ids`, unless
+    ``None``) converted, then the pair checked by :func:`~jaxrec.topk.validate.check_pair`.
+
+    Returns:
+        ``(queries, items, exclude)``.
+    """
+    queries = as_vectors("queries", queries, "[Q, d]")
+    items = as_vectors("items", items, "[N, d]")
+    if exclude is not None:
+        exclude = as_ids("exclude", exclude, "[Q, m]")
+    validate.check_pair(queries, items)
+    return queries, items, exclude
+
+
 def check_flag(name: str, value: Any) -> bool:
     """``value`` if it is a bool (``check_finite``-style switches); else ``TypeError`` naming ``name``."""
     if not isinstance(value, (bool, np.bool_)):
@@ -156,3 +176,10 @@ def require_finite(*named: tuple[str, Any], allow_inf: bool = False) -> None:
             f"{label} = {tuple(a.shape)} holds {what} in {describe_rows(rows, a.shape[0])}; results against "
             f"such rows are undefined. Fix the input, or pass check_finite=False to skip this check"
         )
+
+
+def require_finite_pair(check_finite: Any, queries: Any, items: Any) -> None:
+    """The ``check_finite`` switch of the vector functions: unless it is ``False``, :func:`require_finite` on
+    ``queries [Q, d]`` and ``items [N, d]`` (``TypeError`` for a switch that is not a bool)."""
+    if check_flag("check_finite", check_finite):
+        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))

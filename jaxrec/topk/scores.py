@@ -14,8 +14,8 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-from jaxrec.topk.inputs import as_vectors, check_flag, require_finite
-from jaxrec.topk.validate import check_metric, check_pair, check_precision, precision_context
+from jaxrec.topk import validate
+from jaxrec.topk.inputs import pair_inputs, require_finite_pair
 
 NEG_INF = float("-inf")  # the score of padding, exclusions and "no item left"
 
@@ -82,15 +82,12 @@ def similarity_scores(
         >>> similarity_scores(jnp.ones((1, 2)), jnp.array([[1.0, 2.0], [0.0, 0.0]]), metric="l2").tolist()
         [[-1.0, -2.0]]
     """
-    queries = as_vectors("queries", queries, "[Q, d]")
-    items = as_vectors("items", items, "[N, d]")
-    check_pair(queries, items)
-    check_metric(metric)
-    check_precision(precision)
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
+    queries, items, _ = pair_inputs(queries, items)
+    validate.check_metric(metric)
+    validate.check_precision(precision)
+    require_finite_pair(check_finite, queries, items)
     q, x, bias, off = prepare(queries, items, metric)
-    with precision_context(precision):
+    with validate.precision_context(precision):
         s = dot_qx(q, x)
     if bias is not None:
         s = s + bias[None, :]

@@ -15,11 +15,11 @@ from jax import lax
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from jaxrec.topk.blocks import empty_topk
+from jaxrec.topk import validate
+from jaxrec.topk.blocks import run_topk
 from jaxrec.topk.exact import similarity_topk
-from jaxrec.topk.inputs import as_ids, as_vectors, check_flag, require_finite
+from jaxrec.topk.inputs import pair_inputs, require_finite_pair
 from jaxrec.topk.scores import NEG_INF
-from jaxrec.topk.validate import check_ids, check_k, check_metric, check_pair, describe_shapes
 
 
 def sharded_similarity_topk(
@@ -62,16 +62,12 @@ def sharded_similarity_topk(
         >>> sharded_similarity_topk(jnp.ones((1, 1)), x, 2, mesh=mesh, axis_name="items")[1].shape
         (1, 2)
     """
-    queries = as_vectors("queries", queries, "[Q, d]")
-    items = as_vectors("items", items, "[N, d]")
-    if exclude is not None:
-        exclude = as_ids("exclude", exclude, "[Q, m]")
-    check_pair(queries, items)
-    check_metric(metric)
+    queries, items, exclude = pair_inputs(queries, items, exclude)
+    validate.check_metric(metric)
     if axis_name not in mesh.shape:
         raise ValueError(f"axis_name {axis_name!r} is not an axis of the mesh {dict(mesh.shape)}")
-    shapes = describe_shapes(queries, items, exclude)
-    check_k(k, items.shape[0], "items N", shapes)
+    shapes = validate.describe_shapes(queries, items, exclude)
+    validate.check_k(k, items.shape[0], "items N", shapes)
     n_dev = mesh.shape[axis_name]
     n = items.shape[0]
     if n % n_dev:
@@ -80,13 +76,11 @@ def sharded_similarity_topk(
             f"{axis_name!r}; pad N to a multiple of {n_dev}"
         )
     if exclude is not None:
-        check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
+        validate.check_ids("exclude", exclude, queries.shape[0], "[Q, m]", f"[Q, d] = {tuple(queries.shape)}")
         exclude = jnp.asarray(exclude, jnp.int32)
-    if check_flag("check_finite", check_finite):
-        require_finite(("queries [Q, d]", queries), ("items [N, d]", items))
-    if queries.shape[0] == 0:
-        return empty_topk(int(k))
-    return _sharded_topk(
+    require_finite_pair(check_finite, queries, items)
+    return run_topk(
+        _sharded_topk,
         queries,
         items,
         exclude,
