@@ -133,7 +133,7 @@ OUT_MISTAKES = {
     "unknown method": (dict(method="bprmf"), "new_run", r"unknown method 'bprmf'; valid methods"),
     "source is target": (dict(target="source"), "new_run", r"--source and --target must differ, both are 'source'"),
     "epochs for popularity": (dict(method="popularity", extra=("--epochs", "3")), "new_run", r"has no epochs"),
-    "data missing": (dict(data_dir="nothing"), "new_run", r"--data .*nothing: no such folder"),
+    "data missing": (dict(data_dir="nothing"), "new_run", r"--data .*nothing: dataset directory not found"),
     "data is a file": (dict(data_dir="a_file"), "new_run", r"--data .*a_file: not a folder"),
     "out is a file": ({}, "a_file", r"--out .*a_file is a file; a run directory must be a new or empty folder"),
     "out inside a file": ({}, "a_file/run", r"cannot create --out .*a_file/run: .*a_file is a file"),
@@ -211,7 +211,7 @@ OTHER = {
     "evaluate negative seeds": (["evaluate", "--run", "{root}/finished", "--seeds", "-1"], r"argument --seeds"),
     "evaluate data missing": (
         ["evaluate", "--run", "{root}/finished", "--ks", "5", "--data", "{root}/x"],
-        r"--data .*x: no such",
+        r"--data .*x: dataset directory not found",
     ),
     "diagnose a missing run": (["diagnose", "{root}/gone"], r"run directory not found"),
     "diagnose negative seed": (["diagnose", "{root}/finished", "--seed", "-2"], r"argument --seed: .* got '-2'"),
@@ -227,7 +227,7 @@ OTHER = {
     "demo unknown method": (["demo", "--methods", "popularity", "nope"], r"unknown method 'nope'"),
     "demo zero epochs": (["demo", "--epochs", "0"], r"argument --epochs: expected a positive integer"),
     "data unknown domain": (["data", "--data", "{good}", "--link-test", "source", "nope"], r"unknown domain 'nope'"),
-    "data missing": (["data", "--data", "{root}/x"], r"--data .*x: no such folder"),
+    "data missing": (["data", "--data", "{root}/x"], r"--data .*x: dataset directory not found"),
 }
 
 

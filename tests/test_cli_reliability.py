@@ -25,7 +25,7 @@ METHODS = {
     "cmf": ["--epochs", "3", "--set", "dim=8"],
     "emcdr": ["--epochs", "2", "--set", "dim=8", "map_epochs=3", "map_batch_size=64"],
 }
-INTERRUPTED = re.compile(r"jaxrec: interrupted at epoch \d+; resume with: jaxrec train .* --out \S+ .*--resume\n")
+INTERRUPTED = re.compile(r"jaxrec: interrupted( at epoch \d+)?; resume with: jaxrec train .* --out \S+ .*--resume\n")
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -136,6 +136,7 @@ def test_interrupted_train_resumes_to_the_same_run(
             patch.setattr(layout, "write_text", write_text)
         code, err = _main(argv, capsys)
     assert code == 130 and INTERRUPTED.fullmatch(err), err
+    assert (" at epoch " in err) == (where == "step")  # saving happens after training, outside any epoch
     assert runs.run_state(out) == "unfinished" and (out / runs.TRAINING_FILE).is_file()
     assert not any(p.name.startswith(".jaxrec-tmp") for p in out.iterdir())
     code, err = _main(["evaluate", "--run", out, "--ks", "10"], capsys)

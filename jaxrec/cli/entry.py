@@ -26,6 +26,7 @@ from jaxrec.cli.options import (
     seed_arg,
     shared_users_arg,
 )
+from jaxrec.runs import TrainingInterrupted
 
 __all__ = ["USER_ERRORS", "build_parser", "main"]
 
@@ -170,9 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.func(args)
     except KeyboardInterrupt as e:
-        epoch = getattr(e, "epoch", None)
+        epoch = e.epoch if isinstance(e, TrainingInterrupted) else None
         where = f"interrupted at epoch {epoch}" if epoch else "interrupted"
-        if hasattr(e, "run_dir"):
+        if isinstance(e, TrainingInterrupted):
             where += f"; resume with: {resume_command(args)} --resume"
         print(f"jaxrec: {where}", file=sys.stderr)
         return 130

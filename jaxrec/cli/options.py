@@ -98,7 +98,7 @@ SHARED_USERS_HELP = (
 def check_data_dir(path: str) -> None:
     """``--data`` must name an existing folder (checked before anything is loaded)."""
     if not pathlib.Path(path).exists():
-        raise _data.DataError(f"--data {path}: no such folder")
+        raise _data.DataError(f"--data {path}: dataset directory not found")
     if not pathlib.Path(path).is_dir():
         raise _data.DataError(f"--data {path}: not a folder (a dataset is a folder of <domain>/train.txt ...)")
 

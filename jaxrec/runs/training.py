@@ -26,7 +26,7 @@ __all__ = ["TRANSFER_FREE", "TrainingInterrupted", "check_trainable", "save_run"
 #: Recipes that learn nothing across domains, so they need no user with train history in both.
 TRANSFER_FREE = ("popularity", "target_only")
 #: The settings ``training.json`` records and a resumed run must repeat.
-_SETTINGS = ("method", "source", "target", "shared_users", "dataset", "seed", "config")
+_SETTINGS = ("method", "source", "target", "shared_users", "dataset", "config")
 
 
 class TrainingInterrupted(KeyboardInterrupt):

@@ -126,7 +126,7 @@ class CheckpointSession:
         ``directory/fit<n>-<task name>``.
       resume: every ``fit`` continues from its latest checkpoint (one that finished returns at once).
       fits: ``fit`` calls so far.
-      epoch: the epoch (from 1) the latest ``fit`` is training, None before the first.
+      epoch: the epoch (from 1) the current ``fit`` is training; None outside a ``fit``.
       name: that ``fit``'s task name.
     """
 

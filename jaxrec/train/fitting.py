@@ -400,6 +400,8 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
                         break
             journal.flush(epoch)
         journal.checkpoint(step, position[0], position, state, best, halted)  # the final state, once
+    if session is not None:
+        session.epoch = None  # between fits
 
     # -- the result: one host copy of the final parameters --
     final = place.take_back(state)
