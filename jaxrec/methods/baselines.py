@@ -6,7 +6,7 @@ import dataclasses
 
 from jaxrec import evaluate as ev
 from jaxrec.data import CrossDomainDataset
-from jaxrec.methods.common import Trained, check_pair
+from jaxrec.methods.common import Trained, check_pair, check_seed
 
 __all__ = ["PopularityConfig", "train_popularity"]
 
@@ -16,6 +16,9 @@ class PopularityConfig:
     """``popularity`` has no hyper-parameters (the seed is accepted for a uniform interface)."""
 
     seed: int = 0
+
+    def __post_init__(self):
+        check_seed("PopularityConfig.seed", self.seed)
 
 
 def train_popularity(

@@ -2,11 +2,12 @@
 
 A recipe is a config dataclass plus ``train(ds, *, source, target, config) -> Trained``. The pieces here are
 what recipes share: the result and registry records (:class:`Trained`, :class:`Method`), argument checks
-(:func:`check_pair`, :func:`check_parallel`), the joint training data (:func:`domain_batches`), the BPR
-objective and the output record every recipe model returns (:func:`bpr_objective`, :func:`pair_outputs`),
-parameter creation at init (:func:`create_every_table`), the train configuration and the early-stopping measure
-(:func:`train_config`, :func:`valid_evaluator`), and the scorer that ranks users without history by popularity
-(:func:`fallback_scorer` over :func:`warm_or_popularity`).
+(:func:`check_pair`, :func:`check_parallel`, :func:`check_seed`), config overrides checked against each field's
+declared type (:func:`make_config`, what ``methods.run`` and ``jaxrec train --set`` go through), the joint
+training data (:func:`domain_batches`), the BPR objective and the output record every recipe model returns
+(:func:`bpr_objective`, :func:`pair_outputs`), parameter creation at init (:func:`create_every_table`), the train
+configuration and the early-stopping measure (:func:`train_config`, :func:`valid_evaluator`), and the scorer that
+ranks users without history by popularity (:func:`fallback_scorer` over :func:`warm_or_popularity`).
 
 Axis conventions: ``U`` = users of the shared id space, ``N`` = items of one domain, ``B`` = rows of a batch,
 ``n`` = negatives per positive, ``D`` = embedding width.
@@ -23,6 +24,14 @@ Example (the skeleton of a recipe; see :mod:`jaxrec.methods.embedding` for a com
 
 from __future__ import annotations
 
+import ast
+import collections.abc
+import contextlib
+import dataclasses
+import math
+import re
+import types
+import typing
 from typing import Any, Callable, Iterator, Mapping, NamedTuple, Sequence
 
 import flax.linen as nn
@@ -42,10 +51,12 @@ __all__ = [
     "bpr_objective",
     "check_pair",
     "check_parallel",
+    "check_seed",
     "create_every_table",
     "domain_batches",
     "fallback_scorer",
     "has_history",
+    "make_config",
     "pair_outputs",
     "tag_phase",
     "train_config",
@@ -55,6 +66,8 @@ __all__ = [
 
 #: The data-parallel strategies of a recipe's train step (see :func:`jaxrec.train.make_train_step`).
 PARALLEL = ("none", "pmap", "mesh")
+#: Seeds are integers in ``[0, SEED_LIMIT)``: what both ``jax.random.key`` and ``numpy.random.default_rng`` take.
+SEED_LIMIT = 2**63
 
 
 class Trained(NamedTuple):
@@ -113,6 +126,134 @@ def check_parallel(config) -> None:
     """
     if config.parallel not in PARALLEL:
         raise ValueError(f"{type(config).__name__}.parallel={config.parallel!r}; expected one of {', '.join(PARALLEL)}")
+
+
+def check_seed(name: str, value: Any) -> int:
+    """``value`` as an ``int`` if it is an integer in ``[0, 2**63)``; else ``ValueError`` naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 <= value < SEED_LIMIT:
+        raise ValueError(f"{name} must be an int in [0, 2**63), got {_shown(value)}")
+    return int(value)
+
+
+def _shown(value: Any, limit: int = 100) -> str:
+    """``repr(value)``, cut to about ``limit`` characters."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
+def _expected(tp: Any) -> str:
+    """What a value of annotation ``tp`` looks like, for messages."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else _expected(a) for a in args)
+    if origin is tuple:
+        return f"a tuple of {re.sub(r'^an? ', '', _expected(args[0]))}s (e.g. 64,128 or ())"
+    if origin in (collections.abc.Mapping, dict):
+        return "a mapping (e.g. {'key': 1.0})"
+    names = {int: "an int", float: "a finite number", bool: "true or false", str: "a string"}
+    return names.get(tp, getattr(tp, "__name__", str(tp)))
+
+
+_INT = re.compile(r"[+-]?[0-9]+")
+
+
+def _literal(text: str, fail: ValueError) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        raise fail from None
+
+
+def _coerce(name: str, tp: Any, value: Any, from_strings: bool) -> Any:
+    """``value`` checked against (``from_strings``: parsed as) the annotation ``tp``; ValueError otherwise."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    text = value.strip() if from_strings and isinstance(value, str) else None
+    fail = ValueError(f"{name} must be {_expected(tp)}, got {_shown(value)}")
+    if origin in (typing.Union, types.UnionType):
+        if type(None) in args and (value is None or (text or "").lower() in ("none", "null")):
+            return None
+        for member in (a for a in args if a is not type(None)):
+            with contextlib.suppress(ValueError):
+                return _coerce(name, member, value, from_strings)
+        raise fail
+    if origin is tuple and args[-1] is Ellipsis:
+        if text is not None:
+            value = _literal(text, fail) if text[:1] in "([" else [p.strip() for p in text.split(",") if p.strip()]
+        elif isinstance(value, str) and args[0] is str:
+            return value  # one name, as the config takes it
+        if isinstance(value, (str, bytes)) or not isinstance(value, (collections.abc.Sequence, np.ndarray)):
+            raise fail
+        try:
+            return tuple(_coerce(name, args[0], v, from_strings and isinstance(v, str)) for v in value)
+        except ValueError:
+            raise fail from None
+    if origin in (collections.abc.Mapping, dict):
+        value = _literal(text, fail) if text is not None else value
+        if not isinstance(value, collections.abc.Mapping):
+            raise fail
+        return value
+    if tp is bool and text is not None and text.lower() in ("true", "false", "yes", "no", "1", "0", "on", "off"):
+        return text.lower() in ("true", "yes", "1", "on")
+    if tp is int and text is not None and _INT.fullmatch(text) and len(text) < 30:
+        value = int(text)
+    if tp is float and text is not None:
+        with contextlib.suppress(ValueError):
+            value = float(text)
+    number = isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, (bool, np.bool_))
+    ok = {
+        bool: isinstance(value, (bool, np.bool_)),
+        int: number and isinstance(value, (int, np.integer)),
+        float: number and math.isfinite(value),
+        str: isinstance(value, str),
+    }
+    if tp in ok:
+        if not ok[tp]:
+            raise fail
+        if tp is int and not -SEED_LIMIT <= value < SEED_LIMIT:
+            raise ValueError(f"{name} must be an int in [-2**63, 2**63), got {_shown(value)}")
+        return tp(value)
+    if text is not None:
+        raise ValueError(f"{name} cannot be set from text (its type is {_expected(tp)})")
+    return value  # another type (a nested config, Any): the config's own checks judge it
+
+
+def make_config(default_config: Any, overrides: Mapping[str, Any], *, from_strings: bool = False, owner: str = ""):
+    """``default_config`` (a dataclass) with ``overrides`` applied, each value checked against its field's type.
+
+    Every value is checked against the field's declared annotation (read with ``typing.get_type_hints``: ``int``,
+    ``float``, ``bool``, ``str``, ``X | None``, ``tuple[X, ...]``, ``Mapping``) before the config is built, so a
+    wrong type is a message naming the field, the value and the expected type rather than a ``TypeError`` inside
+    the config; then the config's own checks (ranges, choices) run. An int is accepted for a float field; a float
+    must be finite.
+
+    Args:
+      default_config: the config to start from (e.g. ``methods.get_method("cmf").default_config``).
+      overrides: ``{field: value}``.
+      from_strings: the values are command-line text (``jaxrec train --set key=value``), parsed by the field's
+        type: ``64``, ``1e-3``, ``true``/``false``, ``none``, ``64,128`` or ``(64, 128)`` or ``()`` for a tuple,
+        ``{'k': 1}`` for a mapping.
+      owner: how messages about unknown fields name the config (default: its class name).
+
+    Returns:
+      The new config.
+
+    Raises:
+      ValueError: an unknown field (listing the valid ones), a value of the wrong type, or the config's own checks.
+
+    Example:
+      >>> from jaxrec.methods import EmbeddingConfig
+      >>> make_config(EmbeddingConfig(), {"dim": "32", "user_tower": "64,64"}, from_strings=True).user_tower
+      (64, 64)
+    """
+    cls = type(default_config)
+    fields = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    unknown = sorted(set(overrides) - set(fields), key=str)
+    if unknown:
+        shown = _shown(unknown) if len(repr(unknown)) > 100 else unknown
+        raise ValueError(f"{owner or cls.__name__} has no option(s) {shown}; its options are {fields}")
+    hints = typing.get_type_hints(cls)
+    values = {k: _coerce(f"{cls.__name__}.{k}", hints.get(k, Any), v, from_strings) for k, v in overrides.items()}
+    return dataclasses.replace(default_config, **values)
 
 
 # ----------------------------------------------------------------------------------------------------------------

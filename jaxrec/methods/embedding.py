@@ -16,6 +16,7 @@ positive, ``D`` embedding width.
 from __future__ import annotations
 
 import dataclasses
+import math
 from typing import Any, Mapping
 
 import flax.linen as nn
@@ -32,6 +33,7 @@ from jaxrec.methods.common import (
     bpr_objective,
     check_pair,
     check_parallel,
+    check_seed,
     create_every_table,
     domain_batches,
     fallback_scorer,
@@ -116,8 +118,12 @@ class EmbeddingConfig:
         )
         for name in ("dim", "epochs", "batch_size", "n_negatives", "patience", "align_size"):
             checks.positive_int(f"EmbeddingConfig.{name}", getattr(self, name))
-        if self.learning_rate <= 0 or self.l2 < 0 or self.lam < 0:
-            raise ValueError(f"learning_rate={self.learning_rate} must be > 0, l2={self.l2} and lam={self.lam} >= 0")
+        checks.fraction("EmbeddingConfig.learning_rate", self.learning_rate, high=math.inf, closed="neither")
+        for name in ("l2", "lam"):
+            checks.fraction(f"EmbeddingConfig.{name}", getattr(self, name), high=math.inf, closed="left")
+        tower = checks.positive_ints("EmbeddingConfig.user_tower", self.user_tower, allow_empty=True)
+        object.__setattr__(self, "user_tower", tower)
+        check_seed("EmbeddingConfig.seed", self.seed)
         if self.discrepancy_options is not None:
             object.__setattr__(self, "discrepancy_options", FrozenDict(self.discrepancy_options))
         tr.resolve_discrepancy(self.discrepancy, self.discrepancy_options)

@@ -27,6 +27,7 @@ from jaxrec.methods.common import (
     bpr_objective,
     check_pair,
     check_parallel,
+    check_seed,
     create_every_table,
     domain_batches,
     fallback_scorer,
@@ -81,6 +82,7 @@ class FinetuneConfig:
         for name in ("learning_rate", "finetune_learning_rate"):
             checks.fraction(f"FinetuneConfig.{name}", getattr(self, name), high=math.inf, closed="neither")
         checks.fraction("FinetuneConfig.l2", self.l2, high=math.inf, closed="left")
+        check_seed("FinetuneConfig.seed", self.seed)
         if self.pretrain not in ("source", "both"):
             raise ValueError(f"FinetuneConfig.pretrain={self.pretrain!r}; expected 'source' or 'both'")
 

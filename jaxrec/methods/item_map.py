@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 from typing import Callable
 
 import jax
@@ -22,7 +23,7 @@ import numpy as np
 from jaxrec import checks
 from jaxrec import evaluate as ev
 from jaxrec.data import CrossDomainDataset, DataError
-from jaxrec.methods.common import Trained, check_pair
+from jaxrec.methods.common import Trained, check_pair, check_seed
 
 __all__ = ["ItemMapConfig", "item_map_scores", "train_item_map"]
 
@@ -67,9 +68,9 @@ class ItemMapConfig:
                 want = "> 0" if low is not None else ">= 0"
                 raise ValueError(f"ItemMapConfig.{name}={raw} must be a non-empty sequence of finite values {want}")
             object.__setattr__(self, name, values)
-        if self.pop_weight < 0:
-            raise ValueError(f"ItemMapConfig.pop_weight={self.pop_weight} must be >= 0")
+        checks.fraction("ItemMapConfig.pop_weight", self.pop_weight, high=math.inf, closed="left")
         checks.fraction("ItemMapConfig.item_norm", self.item_norm)
+        check_seed("ItemMapConfig.seed", self.seed)
 
 
 # ----------------------------------------------------------------------------------------------------------------

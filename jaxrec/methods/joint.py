@@ -28,6 +28,7 @@ from jaxrec.methods.common import (
     Trained,
     bpr_objective,
     check_parallel,
+    check_seed,
     domain_batches,
     fallback_scorer,
     has_history,
@@ -74,6 +75,7 @@ class JointConfig:
             checks.positive_int(f"{owner}.{name}", getattr(self, name))
         checks.fraction(f"{owner}.learning_rate", self.learning_rate, high=math.inf, closed="neither")
         checks.fraction(f"{owner}.l2", self.l2, high=math.inf, closed="left")
+        check_seed(f"{owner}.seed", self.seed)
 
 
 def _tables_fn(model: nn.Module) -> Callable:

@@ -31,6 +31,7 @@ from jaxrec.methods.common import (
     Trained,
     check_pair,
     check_parallel,
+    check_seed,
     fallback_scorer,
     has_history,
     tag_phase,
@@ -91,6 +92,7 @@ class EMCDRConfig:
         for name in ("learning_rate", "map_learning_rate"):
             checks.fraction(f"EMCDRConfig.{name}", getattr(self, name), high=math.inf, closed="neither")
         checks.fraction("EMCDRConfig.l2", self.l2, high=math.inf, closed="left")
+        check_seed("EMCDRConfig.seed", self.seed)
         models.EMCDRMapping(hidden=self.hidden)  # validates the widths
 
 

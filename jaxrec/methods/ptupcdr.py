@@ -31,6 +31,7 @@ from jaxrec.methods.common import (
     Trained,
     check_pair,
     check_parallel,
+    check_seed,
     create_every_table,
     fallback_scorer,
     has_history,
@@ -106,6 +107,7 @@ class PTUPCDRConfig:
         for name in ("learning_rate", "meta_learning_rate"):
             checks.fraction(f"PTUPCDRConfig.{name}", getattr(self, name), high=math.inf, closed="neither")
         checks.fraction("PTUPCDRConfig.l2", self.l2, high=math.inf, closed="left")
+        check_seed("PTUPCDRConfig.seed", self.seed)
         if self.loss not in _TASK_LOSSES:
             raise ValueError(f"unknown PTUPCDRConfig.loss {self.loss!r}; valid losses: {sorted(_TASK_LOSSES)}")
         models.PTUPCDRMeta(dim=self.dim, attention_hidden=self.attention_hidden, meta_hidden=self.meta_hidden)

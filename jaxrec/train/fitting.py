@@ -25,7 +25,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from jaxrec.train.checkpoint import checkpoint_manager, restore_checkpoint, save_checkpoint
+from jaxrec.train.checkpoint import checkpoint_manager, current_session, restore_checkpoint, save_checkpoint
 from jaxrec.train.objective import Objective
 from jaxrec.train.optim import OptimizerConfig, make_optimizer
 from jaxrec.train.step import Placement, TrainState, copy_tree, create_train_state, make_train_step, placement
@@ -43,10 +43,13 @@ class TrainConfig:
       eval_every: evaluate every this many steps (None: at the end of every epoch).
       early_stopping_metric: name of the ``task.evaluate`` metric to maximise; the best params are kept.
       patience: stop after this many evaluations without improvement (None: never stop early).
-      checkpoint_dir: Orbax checkpoints here (None: no checkpoints).
-      checkpoint_every: save every this many steps (None: at the end of every epoch).
+      checkpoint_dir: Orbax checkpoints here (None: no checkpoints, unless ``fit`` runs inside
+        :func:`jaxrec.train.checkpoint.checkpointing`, which then supplies the directory and ``resume``).
+      checkpoint_every: save every this many steps (None: at the end of every epoch); the final state is always
+        saved.
       max_to_keep: checkpoints kept.
-      resume: continue from the latest checkpoint in ``checkpoint_dir``.
+      resume: continue from the latest checkpoint in ``checkpoint_dir`` (a fresh start when there is none; a run
+        that stopped early returns its result at once).
       max_steps: stop after this global step (an interruption you can resume from; None: no limit).
       log_every: fetch metrics to the host (and check them) every this many steps.
       nan_policy: ``"raise"`` (a non-finite loss or gradient norm raises, naming the step and the part) or
@@ -233,15 +236,26 @@ class _Journal:
     def __exit__(self, *exc) -> None:
         self._files.close()
 
-    def resume(self, state: TrainState) -> tuple[TrainState, _Best, tuple[int, int]]:
-        """The starting state, best evaluation and ``(epoch, step in epoch)``: fresh, or the latest checkpoint."""
+    def resume(self, state: TrainState) -> tuple[TrainState, _Best, tuple[int, int], bool]:
+        """The starting state, best evaluation, ``(epoch, step in epoch)`` and whether early stopping had ended the
+        run: fresh, or the latest checkpoint. On resume the ``jsonl`` file is rewritten to the checkpoint's history
+        (empty without a checkpoint)."""
         best = _Best({}, copy_tree(state.params), 0)
-        restored = restore_checkpoint(self.manager, state, best.params) if self.config.resume else None
-        if restored is None:
-            return state, best, (0, 0)
-        state, best_params, meta = restored
-        self.history = meta["history"]
-        return state, _Best(meta["best"], best_params, meta["bad_evals"]), (meta["epoch"], meta["step_in_epoch"])
+        if not self.config.resume:
+            return state, best, (0, 0), False
+        restored = restore_checkpoint(self.manager, state, best.params)
+        position, halted = (0, 0), False
+        if restored is not None:
+            state, best_params, meta = restored
+            self.history, self.saved_step = meta["history"], int(np.asarray(state.step))
+            best = _Best(meta["best"], best_params, meta["bad_evals"])
+            position, halted = (meta["epoch"], meta["step_in_epoch"]), bool(meta.get("halted", False))
+        if self.file:  # the log restarts from the checkpoint's history
+            self.file.seek(0)
+            self.file.truncate()
+            self.file.writelines(json.dumps(record) + "\n" for record in self.history)
+            self.file.flush()
+        return state, best, position, halted
 
     def record(self, record: dict) -> None:
         self.history.append(record)
@@ -267,14 +281,17 @@ class _Journal:
         self.record({"step": records[-1]["step"], "epoch": epoch, **mean})
         return mean
 
-    def checkpoint(self, step: int, position: tuple[int, int], state: TrainState, best: _Best) -> None:
+    def checkpoint(
+        self, step: int, epoch: int, position: tuple[int, int], state: TrainState, best: _Best, halted: bool
+    ) -> None:
         """Saves checkpoint ``step`` of the placed ``state``, once, and never past an unchecked step.
 
-        ``position`` is ``(epoch, step in epoch)``, where a run resumed from this checkpoint starts.
+        ``epoch`` labels the metrics still pending; ``position`` is ``(epoch, step in epoch)``, where a run resumed
+        from this checkpoint starts; ``halted``: early stopping ended the run (a resumed run returns at once).
         """
         if self.manager is None or step == self.saved_step:
             return
-        self.flush(position[0])
+        self.flush(epoch)
         state = self.place.take_back(state)
         meta = {
             "epoch": position[0],
@@ -282,6 +299,7 @@ class _Journal:
             "history": self.history,
             "best": best.record,
             "bad_evals": best.bad_evals,
+            "halted": halted,
         }
         save_checkpoint(self.manager, step, state, best.params, meta)
         self.saved_step = step
@@ -306,7 +324,10 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
 
     Deterministic: the same config, task and seed give identical parameters and metrics on the same hardware and
     device count (parameters from ``seed``, data order from ``default_rng([seed, epoch])``, dropout from
-    ``fold_in(key(seed), step)``); a run resumed from a checkpoint is bit-identical to an uninterrupted one.
+    ``fold_in(key(seed), step)``); a run resumed from a checkpoint is bit-identical to an uninterrupted one. A
+    checkpoint always follows the evaluation of its step, so it records the best evaluation so far. Inside
+    :func:`jaxrec.train.checkpoint.checkpointing`, a config without ``checkpoint_dir`` takes the session's next
+    directory and its ``resume``.
 
     Raises:
       NonFiniteError: a non-finite loss or gradient norm under ``nan_policy="raise"`` (no checkpoint is written
@@ -314,6 +335,10 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
       ValueError: an epoch without batches, or a checkpoint that cannot be restored.
       KeyError: ``early_stopping_metric`` is not among the evaluation metrics.
     """
+    session = current_session()
+    if session is not None and config.checkpoint_dir is None:
+        config = dataclasses.replace(config, checkpoint_dir=session.next_directory(task.name), resume=session.resume)
+
     # -- data: the first batch fixes the shapes (the step compiles once) --
     first = next(iter(task.batches(np.random.default_rng([config.seed, 0]))))
 
@@ -327,20 +352,24 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
 
     with _Journal(config, place) as journal:
         # -- resume, then place the state --
-        state, best, (start_epoch, skip) = journal.resume(state)
+        state, best, (start_epoch, skip), halted = journal.resume(state)
         state = place.put_state(state)
         step = int(np.asarray(place.take_back(state.step)))
-        stop = config.max_steps is not None and step >= config.max_steps
+        stop = halted or (config.max_steps is not None and step >= config.max_steps)
+        position = (start_epoch, skip)
 
-        # -- the loop: epochs of fixed-shape batches; resume skips the batches already trained on --
+        # -- the loop: epochs of fixed-shape batches; resume skips the batches already trained on. At each step:
+        # log, evaluate, then checkpoint (so a checkpoint holds its step's evaluation) --
         for epoch in range(start_epoch, config.epochs):
             if stop:
                 break
+            if session is not None:
+                session.epoch = epoch + 1
             batches = list(task.batches(np.random.default_rng([config.seed, epoch])))
             if not batches:
                 raise ValueError(f"task {task.name!r}: batches() yielded no batch for epoch {epoch}")
             start, skip = skip, 0
-            position, examples, t0 = (epoch, start), 0, time.perf_counter()
+            examples, t0 = 0, time.perf_counter()
             desc = f"{task.name} epoch {epoch + 1}/{config.epochs}"
             bar = tqdm(
                 total=len(batches),
@@ -354,30 +383,25 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
                 for i in range(start, len(batches)):
                     state, metrics = step_fn(state, place.put_batch(batches[i]), step_key)
                     step, examples = step + 1, examples + _mask_count(batches[i])
-                    position = (epoch, i + 1) if i + 1 < len(batches) else (epoch + 1, 0)
+                    epoch_done = i + 1 == len(batches)
+                    position = (epoch + 1, 0) if epoch_done else (epoch, i + 1)
                     journal.add(step, metrics)
                     bar.update(1)
                     if step % config.log_every == 0:
                         rate = examples / max(time.perf_counter() - t0, 1e-9)
                         bar.set_postfix(_postfix(journal.flush(epoch), rate), refresh=False)
-                    if config.checkpoint_every and step % config.checkpoint_every == 0:
-                        journal.checkpoint(step, position, state, best)
-                    if config.eval_every and step % config.eval_every == 0:
+                    if (step % config.eval_every == 0) if config.eval_every else epoch_done:
                         journal.flush(epoch)
-                        best, halt = journal.evaluate(task, best, state.params, step, epoch)
-                        stop = halt or stop
-                    stop = stop or (config.max_steps is not None and step >= config.max_steps)
+                        best, halted = journal.evaluate(task, best, state.params, step, epoch)
+                    stop = halted or (config.max_steps is not None and step >= config.max_steps)
+                    if stop or ((step % config.checkpoint_every == 0) if config.checkpoint_every else epoch_done):
+                        journal.checkpoint(step, epoch, position, state, best, halted)
                     if stop:
                         break
             journal.flush(epoch)
-            if position[1] == 0:  # the epoch is complete
-                if not config.eval_every:
-                    best, halt = journal.evaluate(task, best, state.params, step, epoch)
-                    stop = halt or stop
-                if not config.checkpoint_every:
-                    journal.checkpoint(step, position, state, best)
-            if stop:
-                journal.checkpoint(step, position, state, best)  # a resumed run continues here
+        journal.checkpoint(step, position[0], position, state, best, halted)  # the final state, once
+    if session is not None:
+        session.epoch = None  # between fits
 
     # -- the result: one host copy of the final parameters --
     final = place.take_back(state)
