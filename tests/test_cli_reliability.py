@@ -9,6 +9,10 @@ import os
 import pathlib
 import re
 import shutil
+import signal
+import subprocess
+import sys
+import time
 
 import jax
 import numpy as np
@@ -267,3 +271,27 @@ def test_an_unexpected_error_keeps_its_traceback(dataset_dir, tmp_path, monkeypa
     monkeypatch.setattr(runs, "train_run", bug)
     with pytest.raises(RuntimeError, match="a bug"):
         cli.main(_argv(dataset_dir, tmp_path / "run", "cmf"))
+
+
+def test_ctrl_c_in_a_real_process(dataset_dir, tmp_path):
+    """SIGINT to ``python -m jaxrec train`` once its first checkpoint is written: one line, exit code 130, an
+    unfinished run."""
+    out = tmp_path / "run"
+    argv = _argv(dataset_dir, out, "cmf")
+    argv[argv.index("--epochs") + 1] = "1000"
+    argv.insert(argv.index("dim=8") + 1, "patience=1000")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "jaxrec", *argv],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
+    )
+    deadline = time.monotonic() + 120
+    while not list(out.glob("train_checkpoints/*/[0-9]*")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 130, err
+    assert INTERRUPTED.fullmatch(err), err  # the only line on stderr
+    assert runs.run_state(out) == "unfinished"

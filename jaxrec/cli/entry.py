@@ -3,7 +3,9 @@ exit code 2, and Ctrl-C into one line and exit code 130."""
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import os
 import sys
 
 from jaxrec import data as _data
@@ -141,20 +143,27 @@ USER_ERRORS = (
 )
 
 
-def _drop_closed_loop_reports() -> None:
-    """Installs an ``sys.unraisablehook`` that drops one report, Orbax's: after a failed restore (a corrupt
-    checkpoint, already reported as an error) its I/O threads may call into the event loop it closed, and Python
-    prints that ``RuntimeError('Event loop is closed')`` as a traceback. Every other report goes to the previous
-    hook."""
+def _install_unraisable_hook() -> None:
+    """Installs an ``sys.unraisablehook`` for two reports Python can only print, and passes every other report to
+    the previous hook:
+
+    * a ``KeyboardInterrupt`` (Ctrl-C) that landed in a callback, such as XLA's garbage-collection callback,
+      where Python cannot raise it: it is raised again in the main thread (``_thread.interrupt_main``), so the
+      command stops instead of going on;
+    * Orbax's ``RuntimeError('Event loop is closed')``: after a failed restore (a corrupt checkpoint, already
+      reported as an error) its I/O threads may call into the event loop it closed; the report is dropped.
+    """
     previous = sys.unraisablehook
-    if getattr(previous, "drops_closed_loop", False):
+    if getattr(previous, "jaxrec_cli", False):
         return
 
     def hook(report):
-        if not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"):
+        if isinstance(report.exc_value, KeyboardInterrupt):
+            _thread.interrupt_main()
+        elif not (isinstance(report.exc_value, RuntimeError) and str(report.exc_value) == "Event loop is closed"):
             previous(report)
 
-    hook.drops_closed_loop = True
+    hook.jaxrec_cli = True
     sys.unraisablehook = hook
 
 
@@ -162,12 +171,15 @@ def main(argv: list[str] | None = None) -> int:
     """Runs the ``jaxrec`` command; returns its exit code (argparse's usage errors exit with 2 themselves).
 
     0: done. 2: a usage error or a user mistake (``jaxrec: error: ...``, no traceback). 130: interrupted (Ctrl-C),
-    with one line that says, for ``jaxrec train``, how to resume.
+    with one line that says, for ``jaxrec train``, how to resume. Run as the program (``argv`` None), an interrupt
+    ends the process at once after that line (``os._exit``): the interpreter's teardown while XLA compiles can
+    crash.
     """
+    program = argv is None  # the process is the command: `jaxrec ...` or `python -m jaxrec ...`
     argv = list(sys.argv[1:] if argv is None else argv)
     args = build_parser().parse_args(argv)
     args.argv = argv
-    _drop_closed_loop_reports()
+    _install_unraisable_hook()
     try:
         return args.func(args)
     except KeyboardInterrupt as e:
@@ -176,6 +188,9 @@ def main(argv: list[str] | None = None) -> int:
         if isinstance(e, TrainingInterrupted):
             where += f"; resume with: {resume_command(args)} --resume"
         print(f"jaxrec: {where}", file=sys.stderr)
+        if program:  # every file is closed and renamed by now; XLA's threads may be compiling: skip the teardown
+            sys.stdout.flush(), sys.stderr.flush()
+            os._exit(130)
         return 130
     except USER_ERRORS as e:
         print(f"jaxrec: error: {e}", file=sys.stderr)

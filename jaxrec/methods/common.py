@@ -209,7 +209,7 @@ def _coerce(name: str, tp: Any, value: Any, from_strings: bool) -> Any:
     if tp in ok:
         if not ok[tp]:
             raise fail
-        if tp is int and not -SEED_LIMIT <= value < SEED_LIMIT:
+        if tp is int and not -(2**63) <= value < 2**63:  # what a config may pass on to numpy and JAX
             raise ValueError(f"{name} must be an int in [-2**63, 2**63), got {_shown(value)}")
         return tp(value)
     if text is not None:
