@@ -280,12 +280,11 @@ def test_ctrl_c_in_a_real_process(dataset_dir, tmp_path):
     argv = _argv(dataset_dir, out, "cmf")
     argv[argv.index("--epochs") + 1] = "1000"
     argv.insert(argv.index("dim=8") + 1, "patience=1000")
+    # `python -m jaxrec` with Python's own SIGINT handler (a shell that runs the tests in the background ignores SIGINT)
+    start = "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    start += "sys.argv[0] = 'jaxrec'; runpy.run_module('jaxrec', run_name='__main__')"
     process = subprocess.Popen(
-        [sys.executable, "-m", "jaxrec", *argv],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),  # a background shell ignores SIGINT
+        [sys.executable, "-c", start, *argv], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
     deadline = time.monotonic() + 120
     while not list(out.glob("train_checkpoints/*/[0-9]*")) and time.monotonic() < deadline:
