@@ -31,8 +31,6 @@ Game→Video (``bench/RESULTS.md``).
 
 from __future__ import annotations
 
-import dataclasses
-
 from jaxrec.data import CrossDomainDataset
 from jaxrec.methods import (
     baselines,
@@ -58,6 +56,7 @@ from jaxrec.methods.common import (
     domain_batches,
     fallback_scorer,
     has_history,
+    make_config,
     pair_outputs,
     tag_phase,
     train_config,
@@ -164,8 +163,9 @@ def get_method(name: str) -> Method:
 def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overrides) -> Trained:
     """Trains method ``name`` with its default config updated by ``overrides``.
 
-    A config's ``discrepancy_options`` belong to its ``discrepancy``: overriding ``discrepancy`` alone resets them
-    to ``None`` (the new term's defaults), e.g. ``run("mmd", ..., discrepancy="coral")``.
+    Values are checked by the fields' declared types (:func:`~jaxrec.methods.common.make_config`); overriding
+    ``discrepancy`` alone resets ``discrepancy_options`` to the new term's defaults, e.g. ``run("mmd", ...,
+    discrepancy="coral")``.
 
     Example:
       >>> trained = run("cmf", ds, source="source", target="target", epochs=5, seed=1)  # doctest: +SKIP
@@ -174,13 +174,7 @@ def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overri
       ValueError: an unknown method, or an option its config does not have (listing its options).
     """
     method = get_method(name)
-    fields = {f.name for f in dataclasses.fields(method.default_config)}
-    unknown = sorted(set(overrides) - fields)
-    if unknown:
-        raise ValueError(f"method {name!r} has no option(s) {unknown}; its options are {sorted(fields)}")
-    if "discrepancy" in overrides and "discrepancy_options" in fields and "discrepancy_options" not in overrides:
-        overrides = {**overrides, "discrepancy_options": None}
-    config = dataclasses.replace(method.default_config, **overrides)
+    config = make_config(method.default_config, overrides, owner=f"method {name!r}")
     return method.train(ds, source=source, target=target, config=config)
 
 

@@ -150,6 +150,8 @@ def _expected(tp: Any) -> str:
         return f"a tuple of {re.sub(r'^an? ', '', _expected(args[0]))}s (e.g. 64,128 or ())"
     if origin in (collections.abc.Mapping, dict):
         return "a mapping (e.g. {'key': 1.0})"
+    if origin is collections.abc.Callable or tp is collections.abc.Callable:
+        return "a function (from Python only)"
     names = {int: "an int", float: "a finite number", bool: "true or false", str: "a string"}
     return names.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -187,6 +189,10 @@ def _coerce(name: str, tp: Any, value: Any, from_strings: bool) -> Any:
             return tuple(_coerce(name, args[0], v, from_strings and isinstance(v, str)) for v in value)
         except ValueError:
             raise fail from None
+    if origin is collections.abc.Callable or tp is collections.abc.Callable:
+        if text is not None or not callable(value):
+            raise fail
+        return value
     if origin in (collections.abc.Mapping, dict):
         value = _literal(text, fail) if text is not None else value
         if not isinstance(value, collections.abc.Mapping):
@@ -234,6 +240,9 @@ def make_config(default_config: Any, overrides: Mapping[str, Any], *, from_strin
         ``{'k': 1}`` for a mapping.
       owner: how messages about unknown fields name the config (default: its class name).
 
+    A config's ``discrepancy_options`` belong to its ``discrepancy``: overriding ``discrepancy`` alone resets them
+    to ``None`` (the new term's defaults).
+
     Returns:
       The new config.
 
@@ -253,6 +262,8 @@ def make_config(default_config: Any, overrides: Mapping[str, Any], *, from_strin
         raise ValueError(f"{owner or cls.__name__} has no option(s) {shown}; its options are {fields}")
     hints = typing.get_type_hints(cls)
     values = {k: _coerce(f"{cls.__name__}.{k}", hints.get(k, Any), v, from_strings) for k, v in overrides.items()}
+    if "discrepancy" in values and "discrepancy_options" in fields and "discrepancy_options" not in values:
+        values["discrepancy_options"] = None  # the default options belong to the default discrepancy
     return dataclasses.replace(default_config, **values)
 
 

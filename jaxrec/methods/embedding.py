@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 import flax.linen as nn
 import jax
@@ -73,7 +73,7 @@ class EmbeddingConfig:
       l2: L2 penalty on the batch's user and item embeddings (strong: with a few interactions per user, BPR-MF
         memorises at the customary 1e-4).
       discrepancy: alignment term (``None``, ``"mean_l2"``, ``"linear_mmd"``, ``"mmd"``, ``"coral"``,
-        ``"sliced_wasserstein"``, ``"adversarial"``).
+        ``"sliced_wasserstein"``, ``"adversarial"``), or a callable ``D(hs, ht, *, hs_mask, ht_mask)``.
       discrepancy_options: keyword options of the alignment term, bound by :func:`jaxrec.losses.get_discrepancy`
         (e.g. ``{"median_scales": (0.5, 1.0, 2.0), "median_rows": 128}`` for ``"mmd"``: three Gaussian kernels
         around the median heuristic, the median taken on 128 rows); ``None``: the function's defaults.
@@ -102,7 +102,7 @@ class EmbeddingConfig:
     n_negatives: int = 4
     learning_rate: float = 1e-2
     l2: float = 1e-2
-    discrepancy: str | None = None
+    discrepancy: str | Callable | None = None
     discrepancy_options: Mapping[str, Any] | None = None
     lam: float = 0.0
     align_size: int = 256
