@@ -10,7 +10,7 @@ import pytest
 
 from jaxrec import data, methods, models
 
-RECIPE_NAMES = ("conet", "lightgcn", "mmoe", "ple", "star")
+RECIPE_NAMES = ("conet", "cross_stitch", "lightgcn", "mmoe", "ple", "shared_bottom", "star")
 FAST = dict(epochs=1, progress=False, dim=8, batch_size=256)
 
 
@@ -55,6 +55,10 @@ def test_config_errors_quote_the_values():
         methods.STARConfig(learning_rate=0.0)
     with pytest.raises(ValueError, match=r"MMoEConfig.dropout_rate must be a number in \[0, 1\), got 1.0"):
         methods.MMoEConfig(dropout_rate=1.0)
+    with pytest.raises(ValueError, match=r"SharedBottomConfig.bottom_features must be a non-empty sequence"):
+        methods.SharedBottomConfig(bottom_features=())
+    with pytest.raises(ValueError, match=r"CrossStitchConfig.tower_hidden must be a non-empty sequence"):
+        methods.CrossStitchConfig(tower_hidden=())
 
 
 def test_same_source_and_target_is_an_error(tiny):
@@ -83,19 +87,29 @@ def _network(name, config):
         )
     if name == "star":
         return models.STAR(num_domains=2, features=config.tower_hidden + out)
+    if name == "shared_bottom":
+        return models.SharedBottom(
+            num_domains=2, bottom_features=config.bottom_features, tower_features=config.tower_hidden + out
+        )
+    if name == "cross_stitch":
+        return models.CrossStitch(features=config.tower_hidden + out)
     return models.CoNet(features=config.tower_hidden + out)
 
 
-@pytest.mark.parametrize("name", ["conet", "mmoe", "ple", "star"])
+#: The submodule of the two-tower networks inside ``params["network"]``.
+DUAL = {"conet": "conet", "cross_stitch": "cross_stitch"}
+
+
+@pytest.mark.parametrize("name", ["conet", "cross_stitch", "mmoe", "ple", "shared_bottom", "star"])
 def test_network_scorer_equals_direct_apply(trained_tiny, tiny, name):
     trained = trained_tiny[name]
     params, config = trained.params, trained.config
     users = np.arange(0, tiny.n_users, 7)  # every user of the synthetic data has training history
     e = np.asarray(params["embed"]["user_table"]["embedding"])[users]
     net = _network(name, config)
-    net_params = params["network"]["conet"] if name == "conet" else params["network"]
+    net_params = params["network"][DUAL[name]] if name in DUAL else params["network"]
     for k, domain in enumerate(("source", "target")):
-        if name == "conet":
+        if name in DUAL:
             h = net.apply({"params": net_params}, jnp.asarray(e), jnp.asarray(e))[k]
         else:
             h = net.apply({"params": net_params}, jnp.asarray(e), k)
@@ -199,10 +213,10 @@ def test_lightgcn_model_rejects_a_mismatched_graph(tiny):
         jax.eval_shape(model.init, jax.random.key(0), {"graph": graph})
 
 
-def test_conet_towers_have_two_domains():
-    towers = methods.CoNetUserTowers(features=(4, 4))
+@pytest.mark.parametrize("towers", [methods.CoNetUserTowers, methods.CrossStitchUserTowers])
+def test_dual_towers_have_two_domains(towers):
     with pytest.raises(ValueError, match="domain must be 0 or 1, got 2"):
-        towers.init(jax.random.key(0), jnp.ones((2, 4)), 2)
+        towers(features=(4, 4)).init(jax.random.key(0), jnp.ones((2, 4)), 2)
 
 
 def test_a_domain_named_like_a_model_input_is_rejected(tiny):

@@ -16,9 +16,9 @@ Recipes (what each transfers, from ``source`` to the cold-start users of ``targe
 * :mod:`~jaxrec.methods.mapping` — ``emcdr``: a map from source to target user embeddings (and the pieces the
   mapping recipes share); :mod:`~jaxrec.methods.ptupcdr` — ``ptupcdr``: a personal bridge from the source
   history; :mod:`~jaxrec.methods.finetune` — ``finetune``: source-trained users, fine-tuned target items.
-* :mod:`~jaxrec.methods.multidomain` — ``mmoe`` / ``ple`` / ``star`` / ``conet``: multi-domain user networks over
-  shared embeddings; :mod:`~jaxrec.methods.lightgcn` — ``lightgcn``: propagation over the joint graph (both
-  trained by :mod:`~jaxrec.methods.joint`).
+* :mod:`~jaxrec.methods.multidomain` — ``shared_bottom`` / ``mmoe`` / ``ple`` / ``star`` / ``conet`` /
+  ``cross_stitch``: multi-domain user networks over shared embeddings; :mod:`~jaxrec.methods.lightgcn` —
+  ``lightgcn``: propagation over the joint graph (both trained by :mod:`~jaxrec.methods.joint`).
 
 :mod:`~jaxrec.methods.common` is the toolkit every recipe is written with. To add a recipe: write its config
 and ``train`` function in a module of this package, and add its :class:`Method` to :data:`METHODS` below.
@@ -82,13 +82,18 @@ from jaxrec.methods.mapping import EMCDRConfig, fit_mapping, padded_history, pre
 from jaxrec.methods.multidomain import (
     CoNetConfig,
     CoNetUserTowers,
+    CrossStitchConfig,
+    CrossStitchUserTowers,
     MMoEConfig,
     PLEConfig,
+    SharedBottomConfig,
     STARConfig,
     UserNetworkModel,
     train_conet,
+    train_cross_stitch,
     train_mmoe,
     train_ple,
+    train_shared_bottom,
     train_star,
 )
 from jaxrec.methods.ptupcdr import PTUPCDRConfig, train_ptupcdr
@@ -139,10 +144,16 @@ METHODS: dict[str, Method] = {
         FinetuneConfig(),
         "pretrain users on the source, fine-tune target items (frozen users)",
     ),
+    "shared_bottom": Method(
+        "shared_bottom", train_shared_bottom, SharedBottomConfig(), "Shared-Bottom user network over shared embeddings"
+    ),
     "mmoe": Method("mmoe", train_mmoe, MMoEConfig(), "MMoE user network over shared user embeddings"),
     "ple": Method("ple", train_ple, PLEConfig(), "PLE (shared + per-domain experts) user network"),
     "star": Method("star", train_star, STARConfig(), "STAR (shared ⊙ domain weights) user network"),
     "conet": Method("conet", train_conet, CoNetConfig(), "CoNet cross-connected per-domain user towers"),
+    "cross_stitch": Method(
+        "cross_stitch", train_cross_stitch, CrossStitchConfig(), "cross-stitched per-domain user towers"
+    ),
     "lightgcn": Method(
         "lightgcn", train_lightgcn, LightGCNConfig(), "LightGCN on the joint user–item graph of both domains"
     ),
@@ -231,20 +242,25 @@ __all__ = [
     "GRAPH_KEY",
     "CoNetConfig",
     "CoNetUserTowers",
+    "CrossStitchConfig",
+    "CrossStitchUserTowers",
     "JointConfig",
     "LightGCNConfig",
     "LightGCNModel",
     "MMoEConfig",
     "PLEConfig",
     "STARConfig",
+    "SharedBottomConfig",
     "UserNetworkModel",
     "fit_joint",
     "joint_graph",
     "train_conet",
+    "train_cross_stitch",
     "train_joint",
     "train_lightgcn",
     "train_mmoe",
     "train_ple",
+    "train_shared_bottom",
     "train_star",
     # modules
     "baselines",

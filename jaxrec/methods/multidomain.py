@@ -1,9 +1,12 @@
-"""Multi-domain user networks: ``mmoe``, ``ple``, ``star``, ``conet`` over shared user embeddings.
+"""Multi-domain user networks: ``shared_bottom``, ``mmoe``, ``ple``, ``star``, ``conet``, ``cross_stitch`` over
+shared user embeddings.
 
 Every recipe trains one model on the training interactions of **both** domains at once
 (:func:`~jaxrec.methods.joint.train_joint`) and returns scorers for both. A cold-start user of the target has
 source history only; what reaches their target vector is what the recipe shares:
 
+* ``shared_bottom`` — Shared-Bottom (Caruana, 1997; the multi-task baseline of Ma et al., KDD 2018): one bottom
+  network shared by the domains, then an output tower per domain. Shares: the user embedding and the bottom.
 * ``mmoe`` — MMoE (Ma et al., KDD 2018): experts shared by the domains, a softmax gate and an output tower per
   domain, over the shared user embedding. Shares: the user embedding and the experts; the gates decide per
   domain how much of each expert to use.
@@ -15,6 +18,9 @@ source history only; what reaches their target vector is what the recipe shares:
 * ``conet`` — CoNet (Hu et al., CIKM 2018): one user tower per domain with cross connections (a transfer
   matrix per hidden layer shared by both directions) between them, both over the shared user embedding.
   Shares: the user embedding and the transfer matrices.
+* ``cross_stitch`` — cross-stitch networks (Misra et al., CVPR 2016): one user tower per domain, both over the
+  shared user embedding, whose hidden layers are mixed after every layer by a learned 2 × 2 matrix. Shares: the
+  user embedding and the stitch weights.
 
 A user's vector in domain ``k`` is ``e_u + f_k(e_u)`` (``residual=True``, the default: the network learns a
 per-domain correction of the collaborative embedding) or ``f_k(e_u)``, with ``e_u`` the shared user embedding
@@ -51,13 +57,18 @@ from jaxrec.methods.joint import JointConfig, train_joint
 __all__ = [
     "CoNetConfig",
     "CoNetUserTowers",
+    "CrossStitchConfig",
+    "CrossStitchUserTowers",
     "MMoEConfig",
     "PLEConfig",
     "STARConfig",
+    "SharedBottomConfig",
     "UserNetworkModel",
     "train_conet",
+    "train_cross_stitch",
     "train_mmoe",
     "train_ple",
+    "train_shared_bottom",
     "train_star",
 ]
 
@@ -68,7 +79,7 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class _NetworkConfig(JointConfig):
-    """Adds what the four user-network recipes share.
+    """Adds what the user-network recipes share.
 
     Attributes:
       residual: user vector ``e_u + f_k(e_u)`` (True) or ``f_k(e_u)`` (False).
@@ -84,6 +95,21 @@ class _NetworkConfig(JointConfig):
         super().__post_init__()
         checks.positive_ints(f"{type(self).__name__}.tower_hidden", self.tower_hidden, allow_empty=True)
         checks.fraction(f"{type(self).__name__}.dropout_rate", self.dropout_rate, closed="left")
+
+
+@dataclasses.dataclass(frozen=True)
+class SharedBottomConfig(_NetworkConfig):
+    """``shared_bottom``: :class:`~jaxrec.methods.JointConfig` plus the shared bottom.
+
+    Attributes:
+      bottom_features: widths of the bottom MLP shared by both domains (every layer activated).
+    """
+
+    bottom_features: tuple[int, ...] = (64,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive_ints("SharedBottomConfig.bottom_features", self.bottom_features)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -157,6 +183,18 @@ class CoNetConfig(_NetworkConfig):
         checks.positive_ints("CoNetConfig.tower_hidden", self.tower_hidden)
 
 
+@dataclasses.dataclass(frozen=True)
+class CrossStitchConfig(_NetworkConfig):
+    """``cross_stitch``: :class:`~jaxrec.methods.JointConfig` plus the stitched towers (``tower_hidden`` is each
+    tower's hidden widths, every one of them followed by a cross-stitch unit; at least one)."""
+
+    tower_hidden: tuple[int, ...] = (64,)
+
+    def __post_init__(self):
+        super().__post_init__()
+        checks.positive_ints("CrossStitchConfig.tower_hidden", self.tower_hidden)
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # Models (thin: vectors and scores, never losses)
 # ----------------------------------------------------------------------------------------------------------------
@@ -192,13 +230,39 @@ class CoNetUserTowers(nn.Module):
         return (a, b)[domain]
 
 
+class CrossStitchUserTowers(nn.Module):
+    """:class:`jaxrec.models.CrossStitch` as a multi-domain user network: both towers read the same input.
+
+    ``__call__(x [B, d_in], domain)`` returns tower ``domain``'s output ``[B, features[-1]]`` (a static int:
+    0 = tower a, 1 = tower b); both towers are computed, since they are stitched together.
+
+    Attributes:
+      features: layer widths of each tower (a cross-stitch unit after every hidden one; the last linear).
+      activation, dropout_rate: as in :class:`jaxrec.models.CrossStitch`.
+    """
+
+    features: tuple[int, ...] = (64, 64)
+    activation: str = "relu"
+    dropout_rate: float = 0.0
+
+    @nn.compact
+    def __call__(self, x: jax.Array, domain: int, *, deterministic: bool = True) -> jax.Array:
+        if domain not in (0, 1):
+            raise ValueError(f"CrossStitchUserTowers has two towers; domain must be 0 or 1, got {domain!r}")
+        a, b = models.CrossStitch(
+            tuple(self.features), activation=self.activation, dropout_rate=self.dropout_rate, name="cross_stitch"
+        )(x, x, deterministic=deterministic)
+        return (a, b)[domain]
+
+
 class UserNetworkModel(nn.Module):
     """Shared user embedding → a multi-domain user network → one user vector per domain; items per domain.
 
     ``user_vectors(users, k) = e + network(e, k)`` (``residual``) or ``network(e, k)``, ``e`` = the shared
     embedding ``[B, D]``. ``network`` is any module called as ``network(x [B, D], k, deterministic=...)`` that
-    returns ``[B, D]``: :class:`jaxrec.models.MMoE`, :class:`~jaxrec.models.PLE`,
-    :class:`~jaxrec.models.STAR`, :class:`CoNetUserTowers`.
+    returns ``[B, D]``: :class:`jaxrec.models.SharedBottom`, :class:`~jaxrec.models.MMoE`,
+    :class:`~jaxrec.models.PLE`, :class:`~jaxrec.models.STAR`, :class:`CoNetUserTowers`,
+    :class:`CrossStitchUserTowers`.
 
     ``__call__(batch)`` takes ``{domain: {"users" [B], "items" [B], "negatives" [B, n], "mask" [B]}}`` for any
     subset of ``domains`` and returns ``{domain: {"pos" [B], "neg" [B, n], "user" [B, D], "pos_item" [B, D],
@@ -270,6 +334,23 @@ def _train_network(ds, source, target, config: _NetworkConfig, network: nn.Modul
     return train_joint(ds, model, source=source, target=target, config=config)
 
 
+def train_shared_bottom(
+    ds: CrossDomainDataset, *, source: str, target: str, config: SharedBottomConfig = SharedBottomConfig()
+) -> Trained:
+    """Shared-Bottom user network over the shared user embedding, BPR on both domains.
+
+    Domain k's user vector is ``e + tower_k(bottom(e))``: the bottom MLP is shared, the towers are per domain.
+    Defaults: :class:`SharedBottomConfig` (a bottom of one activated layer of 64, linear towers).
+    """
+    network = models.SharedBottom(
+        num_domains=2,
+        bottom_features=tuple(config.bottom_features),
+        tower_features=tuple(config.tower_hidden) + (config.dim,),
+        dropout_rate=config.dropout_rate,
+    )
+    return _train_network(ds, source, target, config, network)
+
+
 def train_mmoe(ds: CrossDomainDataset, *, source: str, target: str, config: MMoEConfig = MMoEConfig()) -> Trained:
     """MMoE user network (Ma et al., KDD 2018) over the shared user embedding, BPR on both domains.
 
@@ -327,5 +408,20 @@ def train_conet(ds: CrossDomainDataset, *, source: str, target: str, config: CoN
         features=tuple(config.tower_hidden) + (config.dim,),
         dropout_rate=config.dropout_rate,
         shared_transfer=config.shared_transfer,
+    )
+    return _train_network(ds, source, target, config, network)
+
+
+def train_cross_stitch(
+    ds: CrossDomainDataset, *, source: str, target: str, config: CrossStitchConfig = CrossStitchConfig()
+) -> Trained:
+    """Cross-stitch networks (Misra et al., CVPR 2016): a user tower per domain over the shared user embedding,
+    their hidden layers mixed by learned 2 × 2 stitch weights.
+
+    Tower a (source) and tower b (target) both read ``e``; after each hidden layer ``[a; b] ← S_i [a; b]``.
+    Defaults: :class:`CrossStitchConfig` (one stitched hidden layer of 64).
+    """
+    network = CrossStitchUserTowers(
+        features=tuple(config.tower_hidden) + (config.dim,), dropout_rate=config.dropout_rate
     )
     return _train_network(ds, source, target, config, network)
