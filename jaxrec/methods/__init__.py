@@ -19,6 +19,8 @@ Recipes (what each transfers, from ``source`` to the cold-start users of ``targe
 * :mod:`~jaxrec.methods.multidomain` — ``shared_bottom`` / ``mmoe`` / ``ple`` / ``star`` / ``conet`` /
   ``cross_stitch``: multi-domain user networks over shared embeddings; :mod:`~jaxrec.methods.lightgcn` —
   ``lightgcn``: propagation over the joint graph (both trained by :mod:`~jaxrec.methods.joint`).
+* :mod:`~jaxrec.methods.inductive` — ``history``: cold users encoded from their source history by a network
+  trained on every user (its retrieval task losses: :mod:`~jaxrec.methods.retrieval`).
 
 :mod:`~jaxrec.methods.common` is the toolkit every recipe is written with. To add a recipe: write its config
 and ``train`` function in a module of this package, and add its :class:`Method` to :data:`METHODS` below.
@@ -37,12 +39,15 @@ from jaxrec.methods import (
     common,
     embedding,
     finetune,
+    history_model,
+    inductive,
     item_map,
     joint,
     lightgcn,
     mapping,
     multidomain,
     ptupcdr,
+    retrieval,
 )
 from jaxrec.methods.baselines import PopularityConfig, train_popularity
 from jaxrec.methods.common import (
@@ -75,6 +80,8 @@ from jaxrec.methods.embedding import (
     train_target_only,
 )
 from jaxrec.methods.finetune import FinetuneConfig, train_finetune
+from jaxrec.methods.history_model import HistoryModel
+from jaxrec.methods.inductive import HistoryConfig, train_history
 from jaxrec.methods.item_map import ItemMapConfig, item_map_scores, train_item_map
 from jaxrec.methods.joint import JointConfig, fit_joint, train_joint
 from jaxrec.methods.lightgcn import GRAPH_KEY, LightGCNConfig, LightGCNModel, joint_graph, train_lightgcn
@@ -156,6 +163,12 @@ METHODS: dict[str, Method] = {
     ),
     "lightgcn": Method(
         "lightgcn", train_lightgcn, LightGCNConfig(), "LightGCN on the joint user–item graph of both domains"
+    ),
+    "history": Method(
+        "history",
+        train_history,
+        HistoryConfig(),
+        "cold users encoded from their source history (Transformer + two towers), trained on every user",
     ),
 }
 
@@ -262,15 +275,22 @@ __all__ = [
     "train_ple",
     "train_shared_bottom",
     "train_star",
+    # inductive
+    "HistoryConfig",
+    "HistoryModel",
+    "train_history",
     # modules
     "baselines",
     "common",
     "embedding",
     "finetune",
+    "history_model",
+    "inductive",
     "item_map",
     "joint",
     "lightgcn",
     "mapping",
     "multidomain",
     "ptupcdr",
+    "retrieval",
 ]
