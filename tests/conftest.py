@@ -20,6 +20,24 @@ SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "d
 AMAZON = SHARED_DATA / "amazon-game-video"
 
 
+LEGACY_RUNS = pathlib.Path(__file__).resolve().parent / "fixtures" / "legacy_runs"
+
+
+@pytest.fixture(scope="session")
+def legacy_data_dir(tmp_path_factory):
+    """The dataset of tests/fixtures/legacy_runs as a ``DIR/<domain>/<split>.txt`` folder (the fixture stores it as
+    one ``domain<TAB>split<TAB>user<TAB>item`` file)."""
+    out = tmp_path_factory.mktemp("legacy_data")
+    files: dict = {}
+    for line in (LEGACY_RUNS / "interactions.tsv").read_text().splitlines():
+        domain, split, rest = line.split("\t", 2)
+        files.setdefault((domain, split), []).append(rest + "\n")
+    for (domain, split), lines in files.items():
+        (out / domain).mkdir(exist_ok=True)
+        (out / domain / f"{split}.txt").write_text("".join(lines))
+    return out
+
+
 @pytest.fixture(scope="session")
 def amazon_dir():
     """Path to ../shared/data/amazon-game-video, or skip when it is absent."""

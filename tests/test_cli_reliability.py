@@ -257,10 +257,10 @@ def test_a_checkpoint_with_flipped_bytes_is_a_clear_error(tmp_path, capsys, refe
     assert len(err) < 800 and err.count("\n") == 1 and (run / "metrics.json").read_bytes() == metrics
 
 
-def test_legacy_runs_without_checksums_still_evaluate(tmp_path, capsys):
+def test_legacy_runs_without_checksums_still_evaluate(tmp_path, capsys, legacy_data_dir):
     run = shutil.copytree(LEGACY / "cmf", tmp_path / "cmf")
     assert "checksums" not in json.loads((run / "run.json").read_text())
-    code, err = _main(["evaluate", "--run", run, "--data", LEGACY / "data", "--ks", "10", "--seeds", "0"], capsys)
+    code, err = _main(["evaluate", "--run", run, "--data", legacy_data_dir, "--ks", "10", "--seeds", "0"], capsys)
     assert code == 0, err
 
 

@@ -188,8 +188,8 @@ def test_scorer_over_another_function_is_refused_before_writing(dataset_dir, tmp
 
 
 @pytest.fixture(scope="module")
-def legacy_ds():
-    return data.load_dir(LEGACY / "data")
+def legacy_ds(legacy_data_dir):
+    return data.load_dir(legacy_data_dir)
 
 
 @pytest.mark.parametrize("method", ["popularity", "item_map", "cmf", "emcdr"])
