@@ -20,6 +20,34 @@ SHARED_DATA = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "d
 AMAZON = SHARED_DATA / "amazon-game-video"
 
 
+def write_dataset_dir(ds, root: pathlib.Path) -> pathlib.Path:
+    """Writes ``ds`` as ``root/<domain>/<split>.txt`` (``user<TAB>item`` ids), the layout ``load_dir`` reads."""
+    for d in ds.domains:
+        (root / d).mkdir(parents=True)
+        for split in ds.splits(d):
+            it = ds.interactions(d, split)
+            np.savetxt(root / d / f"{split}.txt", np.stack([it.users, it.items], 1), fmt="%d", delimiter="\t")
+    return root
+
+
+@pytest.fixture(scope="module")
+def persistent_compilation_cache(tmp_path_factory):
+    """A per-module persistent compilation cache: tests that build fresh train states load their steps instead of
+    compiling them again. Use with ``pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")``."""
+    from jax.experimental.compilation_cache import compilation_cache
+
+    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
+    names += ("jax_persistent_cache_min_entry_size_bytes",)
+    before = {name: getattr(jax.config, name) for name in names}
+    for name, value in zip(names, (str(tmp_path_factory.mktemp("jax_cache")), 0, 0)):
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+    yield
+    for name, value in before.items():
+        jax.config.update(name, value)
+    compilation_cache.reset_cache()
+
+
 LEGACY_RUNS = pathlib.Path(__file__).resolve().parent / "fixtures" / "legacy_runs"
 
 

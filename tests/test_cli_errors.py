@@ -2,11 +2,11 @@
 option, field or file: checked before any data is loaded (or, for what needs the data, before any training), never
 a traceback. Random option values through the parser give a usage error or a checked run (hypothesis)."""
 
-import pathlib
 import re
 
 import numpy as np
 import pytest
+from conftest import write_dataset_dir
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
@@ -14,31 +14,22 @@ from jaxrec import cli, data, methods, runs
 from jaxrec.methods import common
 
 
-def _write(ds, root: pathlib.Path) -> pathlib.Path:
-    for d in ds.domains:
-        (root / d).mkdir(parents=True)
-        for split in ds.splits(d):
-            it = ds.interactions(d, split)
-            np.savetxt(root / d / f"{split}.txt", np.stack([it.users, it.items], 1), fmt="%d", delimiter="\t")
-    return root
-
-
 @pytest.fixture(scope="module")
 def places(tmp_path_factory):
     """Tiny datasets (usable, no overlapping users, no cold users), a user's folder, a file and a finished run."""
     root = tmp_path_factory.mktemp("cli_errors")
     ds, _ = data.synthetic(n_users=120, n_items=(30, 20), interactions_per_user=(6.0, 4.0), seed=1)
-    good = _write(data.cold_start_split(ds, "source", "target", fraction=0.3, seed=0), root / "good")
+    good = write_dataset_dir(data.cold_start_split(ds, "source", "target", fraction=0.3, seed=0), root / "good")
     apart = {  # users 0-49 only in the source, 50-99 only in the target
         "source": {"train": (np.arange(50).repeat(3), np.tile(np.arange(3), 50))},
         "target": {"train": (np.arange(50, 100), np.arange(50) % 7), "test": (np.arange(50, 60), np.arange(10) % 7)},
     }
-    no_overlap = _write(data.from_arrays(apart), root / "no_overlap")
+    no_overlap = write_dataset_dir(data.from_arrays(apart), root / "no_overlap")
     together = {  # every test user also has target train history: nobody is cold
         "source": {"train": (np.arange(40), np.arange(40) % 9)},
         "target": {"train": (np.arange(40), np.arange(40) % 8), "test": (np.arange(10), np.arange(10) % 8)},
     }
-    no_cold = _write(data.from_arrays(together), root / "no_cold")
+    no_cold = write_dataset_dir(data.from_arrays(together), root / "no_cold")
     mine = root / "mine"
     (mine / "plots").mkdir(parents=True)
     (mine / "metrics.json").write_text("my own numbers")

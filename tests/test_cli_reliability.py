@@ -14,10 +14,9 @@ import subprocess
 import sys
 import time
 
-import jax
 import numpy as np
 import pytest
-from jax.experimental.compilation_cache import compilation_cache
+from conftest import write_dataset_dir
 
 from jaxrec import cli, data, runs
 from jaxrec.runs import layout, training
@@ -32,32 +31,14 @@ METHODS = {
 INTERRUPTED = re.compile(r"jaxrec: interrupted( at epoch \d+)?; resume with: jaxrec train .* --out \S+ .*--resume\n")
 
 
-@pytest.fixture(scope="module", autouse=True)
-def persistent_compilation_cache(tmp_path_factory):
-    """Each run builds new train states, so jit compiles its steps again: the persistent cache makes that a load."""
-    names = ("jax_compilation_cache_dir", "jax_persistent_cache_min_compile_time_secs")
-    names += ("jax_persistent_cache_min_entry_size_bytes",)
-    before = {name: getattr(jax.config, name) for name in names}
-    for name, value in zip(names, (str(tmp_path_factory.mktemp("jax_cache")), 0, 0)):
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
-    yield
-    for name, value in before.items():
-        jax.config.update(name, value)
-    compilation_cache.reset_cache()
+pytestmark = pytest.mark.usefixtures("persistent_compilation_cache")
 
 
 @pytest.fixture(scope="module")
 def dataset_dir(tmp_path_factory):
     ds, _ = data.synthetic(n_users=200, n_items=(40, 30), interactions_per_user=(8.0, 4.0), seed=1)
     ds = data.cold_start_split(ds, "source", "target", fraction=0.3, seed=0)
-    root = tmp_path_factory.mktemp("tiny")
-    for d in ds.domains:
-        (root / d).mkdir()
-        for split in ds.splits(d):
-            it = ds.interactions(d, split)
-            np.savetxt(root / d / f"{split}.txt", np.stack([it.users, it.items], 1), fmt="%d", delimiter="\t")
-    return root
+    return write_dataset_dir(ds, tmp_path_factory.mktemp("tiny"))
 
 
 def _argv(dataset_dir, out, method, *extra):

@@ -10,6 +10,7 @@ import sys
 import jax
 import numpy as np
 import pytest
+from conftest import write_dataset_dir
 
 from jaxrec import cli, data, evaluate, methods, runs
 
@@ -20,13 +21,7 @@ LEGACY = pathlib.Path(__file__).parent / "fixtures" / "legacy_runs"
 def dataset_dir(tmp_path_factory):
     ds, _ = data.synthetic(n_users=300, n_items=(60, 40), interactions_per_user=(8.0, 4.0), seed=1)
     ds = data.cold_start_split(ds, "source", "target", fraction=0.25, seed=0)
-    root = tmp_path_factory.mktemp("tiny")
-    for d in ds.domains:
-        (root / d).mkdir()
-        for split in ds.splits(d):
-            it = ds.interactions(d, split)
-            np.savetxt(root / d / f"{split}.txt", np.stack([it.users, it.items], 1), fmt="%d", delimiter="\t")
-    return root
+    return write_dataset_dir(ds, tmp_path_factory.mktemp("tiny"))
 
 
 def _cli(*args):
