@@ -53,6 +53,7 @@ def overlap_stats(ds: CrossDomainDataset, source: str, target: str) -> dict[str,
       target: the domain whose cold-start users are to be served.
 
     Returns:
+      The statistics,
       ``{"source": name, "target": name, "n_users": size of the shared user id space,
       "domains": {name: {"users", "items", "interactions", "interactions_per_user_mean",
       "interactions_per_user_median", "density"}} for source and target — users with ≥ 1 train interaction,
@@ -187,6 +188,7 @@ def link_test(
       seed: sampling of users, negatives and the permutation.
 
     Returns:
+      The report,
       ``{"source", "target", "overlap_users", "evaluated", "auc": mean AUC with the links as given,
       "auc_permuted": mean AUC with the links broken, "bands": [{"first_user", "last_user" (raw ids), "users",
       "auc", "auc_permuted"}]}``.
