@@ -1,5 +1,6 @@
-"""Checks the internal links of the built documentation site: every relative ``href``/``src`` names a file of the
-site, and every ``#anchor`` an id in its page. External links (``http(s)://``, ``mailto:``) are not followed.
+"""Checks the internal links of the built documentation site: every relative ``href``/``src`` of its pages names a
+file of the site, and every ``#anchor`` an id in its page. External links (``http(s)://``, ``mailto:``) are not
+followed.
 
 Usage: ``python3 docs/check_links.py docs/_build/html``. Prints each broken link (page, link) and exits with 1 if
 there is any, else prints the number of links checked and exits with 0.
@@ -38,7 +39,10 @@ def _parse(path: pathlib.Path) -> _Page:
 def broken_links(root: pathlib.Path) -> tuple[list[tuple[str, str]], int]:
     """``([(page, link)] broken, number of internal links checked)`` over every ``.html`` file under ``root``."""
     root = root.resolve()
-    pages = {path: _parse(path) for path in sorted(root.rglob("*.html"))}
+    # the site's pages; _static/ holds the theme's assets (its .html files are templates, not pages)
+    pages = {
+        path: _parse(path) for path in sorted(root.rglob("*.html")) if "_static" not in path.relative_to(root).parts
+    }
     broken, checked = [], 0
     for path, page in pages.items():
         for link in page.links:

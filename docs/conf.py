@@ -30,7 +30,6 @@ extensions = [
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
     "sphinx.ext.napoleon",
-    "sphinx.ext.viewcode",
     "sphinx_autodoc_typehints",
     "jaxrec_docs",  # docs/_ext: public names for re-exported objects, the recipe defaults table
 ]
