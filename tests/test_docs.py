@@ -2,6 +2,7 @@
 
 * every name of ``jaxrec.__all__`` has an entry in the API pages (``docs/api/*.rst``), and every entry there
   names an object that exists, so a new public name without an entry, or a renamed one, fails here;
+* every public function documents its arguments and return value (``Args:``/``Returns:``);
 * the README sections, ``bench/RESULTS.md``, ``CONTRIBUTING.md`` and the notebooks that the guides include are
   found where the pages look for them;
 * the README's "Documentation" command is the one ``.ci/run`` runs;
@@ -9,6 +10,7 @@
 """
 
 import importlib
+import inspect
 import pathlib
 import re
 import subprocess
@@ -79,6 +81,25 @@ def test_every_public_name_has_an_api_entry():
     for name in jaxrec.__all__:
         if name not in DEPRECATED and not isinstance(getattr(jaxrec, name), type(jaxrec)):
             assert f"jaxrec.{name}" in entries, f"jaxrec.{name} is documented under another path"
+
+
+def test_public_functions_document_arguments_and_return_value():
+    """Google style, which napoleon renders in the reference: ``Args:`` (when there are any) and ``Returns:``."""
+    undocumented = []
+    for name in jaxrec.__all__:
+        if name in DEPRECATED:
+            continue
+        obj = getattr(jaxrec, name)
+        doc = inspect.getdoc(obj) or ""
+        if inspect.isclass(obj):
+            if not doc:
+                undocumented.append(f"{name}: no docstring")
+        elif callable(obj) and not inspect.ismodule(obj):
+            if inspect.signature(obj).parameters and "Args:" not in doc:
+                undocumented.append(f"{name}: no Args section")
+            if "Returns:" not in doc:
+                undocumented.append(f"{name}: no Returns section")
+    assert not undocumented, undocumented
 
 
 def test_every_api_entry_names_an_existing_object():

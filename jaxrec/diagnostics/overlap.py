@@ -244,7 +244,14 @@ def link_test(
 
 
 def format_link_test(report: Mapping[str, Any]) -> str:
-    """A plain-text table of :func:`link_test`: AUC with the user links as given and with them broken, per band."""
+    """A plain-text table of :func:`link_test`: AUC with the user links as given and with them broken, per band.
+
+    Args:
+      report: the result of :func:`link_test`.
+
+    Returns:
+      The table as one string.
+    """
     lines = [
         f"link test {report['source']} -> {report['target']}: {report['evaluated']} of {report['overlap_users']} "
         f"overlapping users; AUC {report['auc']:.3f} with the links as given, {report['auc_permuted']:.3f} broken",

@@ -234,6 +234,12 @@ _MEASURE_LABELS = {
 def format_report(report: Mapping[str, Any]) -> str:
     """A plain-text rendering of a :func:`diagnose` report (overlap table, gap table, compared sets, notes).
 
+    Args:
+      report: the result of :func:`diagnose`.
+
+    Returns:
+      The report as one string.
+
     Example:
       >>> print(format_report(diagnose(ds, tables, source="source", target="target")))  # doctest: +SKIP
     """
