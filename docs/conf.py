@@ -10,6 +10,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "docs" / "_ext")]
 # The notebook kernels import this checkout too, run at the notebooks' small size, and run with this interpreter.
 os.environ["PYTHONPATH"] = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
 os.environ["JAXREC_NOTEBOOK_SMALL"] = "1"
+# tqdm's notice that Jupyter widgets are missing (the bars print as text) would open every rendered notebook.
+os.environ["PYTHONWARNINGS"] = ",".join(filter(None, [os.environ.get("PYTHONWARNINGS"), "ignore:IProgress not found"]))
 os.environ["PATH"] = os.pathsep.join([str(pathlib.Path(sys.executable).parent), os.environ.get("PATH", "")])
 
 # The notebooks are rendered from a fresh copy of notebooks/ (docs/notebooks/, not tracked); their stored files
