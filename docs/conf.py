@@ -20,6 +20,8 @@ shutil.rmtree(ROOT / "docs" / "notebooks", ignore_errors=True)
 shutil.copytree(ROOT / "notebooks", ROOT / "docs" / "notebooks", ignore=shutil.ignore_patterns(".ipynb_checkpoints"))
 os.environ.setdefault("JAXREC_DATA", str(ROOT.parent / "shared" / "data" / "amazon-game-video"))
 
+from jaxrec_docs import source_url as linkcode_resolve  # noqa: E402, F401  ([source] links to the repository)
+
 import jaxrec  # noqa: E402
 
 project = "jaxrec"
@@ -31,6 +33,7 @@ extensions = [
     "myst_nb",
     "sphinx.ext.autodoc",
     "sphinx.ext.autosummary",
+    "sphinx.ext.linkcode",
     "sphinx.ext.napoleon",
     "sphinx_autodoc_typehints",
     "jaxrec_docs",  # docs/_ext: public names for re-exported objects, the recipe defaults table

@@ -5,6 +5,7 @@
   that Sphinx cannot resolve is imported, and if the object it names is documented under another name, it links
   there; a module that has no entry of its own links to its nearest documented parent package. Anything else
   stays unresolved, so nitpicky mode still reports it.
+* **Source links** (``sphinx.ext.linkcode``): each entry links to the lines that define it in the repository.
 * **``jaxrec-recipes``**: a table of every recipe in :data:`jaxrec.METHODS` with its config class and defaults,
   generated at build time so that the page always shows the registry as it is.
 """
@@ -160,6 +161,24 @@ def link_pages(app, relative_path, parent_docname, content):
         return f"{match.group(1)}/{page}{match.group(3) or ''}{match.group(4)}"
 
     content[0] = _LINK.sub(replace, content[0])
+
+
+REPOSITORY = "https://github.com/jaxrec/jaxrec"
+
+
+def source_url(domain: str, info: dict) -> str | None:
+    """``linkcode_resolve``: the lines of the repository file that define a documented object, or ``None``."""
+    if domain != "py" or not info.get("module"):
+        return None
+    obj = _import(f"{info['module']}.{info['fullname']}")
+    try:
+        obj = inspect.unwrap(obj)
+        path = pathlib.Path(inspect.getsourcefile(obj)).resolve()
+        lines, first = inspect.getsourcelines(obj)
+        relative = path.relative_to(pathlib.Path(__file__).resolve().parents[2])
+    except (TypeError, OSError, ValueError):  # a constant, a builtin, or a file outside the repository
+        return None
+    return f"{REPOSITORY}/blob/main/{relative.as_posix()}#L{first}-L{first + len(lines) - 1}"
 
 
 def _default(value) -> str:
