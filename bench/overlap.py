@@ -150,6 +150,15 @@ def train_one(ds, source: str, target: str, method: str, overrides: dict, seed: 
     return {**scores, "epochs": epochs, "train_s": round(t1 - t0, 2), "eval_s": round(t2 - t1, 2)}
 
 
+def reference_popularity(ds, source: str, target: str) -> dict:
+    """The ``popularity`` recipe's record for the direction (target popularity: the same in every regime)."""
+    from jaxrec import methods
+
+    trained = methods.run("popularity", ds, source=source, target=target)
+    scores = evaluate_cold(trained.scorers[target], ds, source, target)
+    return {"source": source, "target": target, "phase": "reference", "method": "popularity", **scores}
+
+
 def selection_score(record: dict) -> float:
     """What the *with* arm is chosen by: valid NDCG@10, mean of the sampled and full-ranking protocols."""
     return 0.5 * (record["valid"]["sampled"] + record["valid"]["full"])
@@ -191,11 +200,12 @@ def run_study(
       with ``family``, ``arm`` (``"without"`` / ``"with"`` / ``"candidate"``), ``method``, ``overrides``, ``ratio``,
       ``seed``, ``linked`` (users linked in the regime), and the scores of ``train`` (or ``"skipped"``: why).
     """
+    done = [r for r in done or () if r["phase"] in ("select", "study")]  # not the reference lines
     keys = [
         config_key(r["source"], r["target"], r["ratio"], r["method"], r["overrides"], r["seed"]) for r in done or ()
     ]
-    measured = {(k, r["family"], r["phase"], r["arm"]) for k, r in zip(keys, done or ())}
-    done = dict(zip(keys, done or ()))
+    measured = {(k, r["family"], r["phase"], r["arm"]) for k, r in zip(keys, done)}
+    done = dict(zip(keys, done))
     records: list[dict] = []
     cache: dict[tuple, Any] = {}
 
@@ -329,9 +339,10 @@ def selection_table(records: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def plot(rows: list[dict], path: pathlib.Path) -> None:
-    """Test NDCG@10 against the linked share (symlog axis), one line per (family, arm), mean ± std error bars;
-    one panel per protocol and direction."""
+def plot(rows: list[dict], path: pathlib.Path, references: dict | None = None) -> None:
+    """Test NDCG@10 against the linked share (symlog axis), one line per (family, arm), mean ± std error bars (the
+    two arms drawn a little apart); one panel per protocol and direction; ``references`` (``{(source, target):
+    {protocol: NDCG@10}}``, popularity) as a dotted line."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -351,12 +362,12 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
                 if not rs:
                     continue
                 x = np.array([100 * r["ratio"] for r in rs])
-                for arm, style in (("without", "--"), ("with", "-")):
+                for arm, style, shift in (("without", "--", -0.05), ("with", "-", 0.05)):
                     mean = np.array([r[protocol][arm][0] for r in rs])
                     std = np.array([r[protocol][arm][1] for r in rs])
                     label = f"{family}, {'λ = 0' if arm == 'without' else 'with λ·D'}"
                     ax.errorbar(
-                        x,
+                        np.where(x > 0, x * (1 + shift), shift),
                         mean,
                         yerr=std,
                         fmt="o" + style,
@@ -365,6 +376,8 @@ def plot(rows: list[dict], path: pathlib.Path) -> None:
                         label=label,
                         alpha=1.0 if arm == "with" else 0.7,
                     )
+            if references and pair in references:
+                ax.axhline(references[pair][protocol], color="grey", ls=":", label="popularity")
             ax.set_xscale("symlog", linthresh=1.0)
             ax.set_xticks([0, 3, 10, 30, 100], ["0", "3", "10", "30", "100"])
             ax.set_xlabel("linked users kept (%)")
@@ -446,6 +459,8 @@ def main(argv=None) -> int:
 
         families = {name: FAMILIES[name] for name in args.families}
         for source, target in pairs:
+            if not any(r["phase"] == "reference" and (r["source"], r["target"]) == (source, target) for r in records):
+                emit(reference_popularity(ds, source, target))
             run_study(
                 ds,
                 source=source,
@@ -458,13 +473,16 @@ def main(argv=None) -> int:
             )
         records = read_records(out)
     rows = summarize(records)
+    references = {(r["source"], r["target"]): r["test"] for r in records if r["phase"] == "reference"}
     print(selection_table(records))
     print()
     print(table(rows))
+    for (source, target), test in references.items():
+        print(f"popularity {source}→{target}: test NDCG@10 sampled {test['sampled']:.4f}, full {test['full']:.4f}")
     for row in rows:
         print(json.dumps(row))
     if args.plot and rows:
-        plot(rows, pathlib.Path(args.plot))
+        plot(rows, pathlib.Path(args.plot), references)
         print(f"figure: {args.plot}")
     return 0
 

@@ -150,7 +150,7 @@ def test_one_real_model_without_links(overlap, tiny):
         assert all(0.0 <= result[split][p] <= 1.0 for p in ("sampled", "full"))
 
 
-def test_table_and_figure_from_the_json_lines(overlap, tiny, tmp_path):
+def test_table_and_figure_from_the_json_lines(overlap, tiny, tmp_path, capsys):
     records = overlap.run_study(
         tiny,
         source="source",
@@ -160,7 +160,22 @@ def test_table_and_figure_from_the_json_lines(overlap, tiny, tmp_path):
         seeds=(0, 1),
         train=_stub_train,
     )
+    reference = overlap.reference_popularity(tiny, "source", "target")
+    assert all(0.0 <= reference[split][p] <= 1.0 for split in ("valid", "test") for p in ("sampled", "full"))
+    records.append(reference)
+    again = overlap.run_study(  # a reference line among the done records is no study line
+        tiny,
+        source="source",
+        target="target",
+        families=_families(overlap),
+        ratios=(1.0,),
+        seeds=(0,),
+        done=records,
+        train=lambda *a: pytest.fail("trained again"),
+    )
+    assert all(r["phase"] != "reference" for r in again)
     out, png = tmp_path / "overlap.jsonl", tmp_path / "overlap.png"
     out.write_text("".join(json.dumps(r) + "\n" for r in records))
     assert overlap.main(["--table-only", "--out", str(out), "--plot", str(png)]) == 0
+    assert "popularity source→target" in capsys.readouterr().out
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
