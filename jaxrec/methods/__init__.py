@@ -38,6 +38,8 @@ from jaxrec.methods import (
     baselines,
     common,
     embedding,
+    factor_map,
+    factor_model,
     finetune,
     history_model,
     inductive,
@@ -79,6 +81,7 @@ from jaxrec.methods.embedding import (
     train_cmf,
     train_target_only,
 )
+from jaxrec.methods.factor_map import FactorMapConfig, train_factor_map
 from jaxrec.methods.finetune import FinetuneConfig, train_finetune
 from jaxrec.methods.history_model import HistoryModel
 from jaxrec.methods.inductive import HistoryConfig, train_history
@@ -135,6 +138,12 @@ METHODS: dict[str, Method] = {
         train_item_map,
         ItemMapConfig(),
         "closed-form ridge from source items to target items over overlapping users (λ on valid)",
+    ),
+    "factor_map": Method(
+        "factor_map",
+        train_factor_map,
+        FactorMapConfig(),
+        "item_map factorised to rank r, then trained with the full softmax on every user (learned scorer)",
     ),
     "emcdr": Method(
         "emcdr", train_emcdr, EMCDRConfig(), "BPR-MF per domain + MLP mapping of user embeddings on overlap users"
