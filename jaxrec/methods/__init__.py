@@ -251,6 +251,7 @@ __all__ = [
     "train_item_map",
     # mapping, ptupcdr, finetune
     "EMCDRConfig",
+    "FactorMapConfig",
     "FinetuneConfig",
     "PTUPCDRConfig",
     "fit_mapping",
@@ -258,6 +259,7 @@ __all__ = [
     "pretrain",
     "sample_rows",
     "train_emcdr",
+    "train_factor_map",
     "train_finetune",
     "train_ptupcdr",
     # joint training, user networks, lightgcn
@@ -292,6 +294,8 @@ __all__ = [
     "baselines",
     "common",
     "embedding",
+    "factor_map",
+    "factor_model",
     "finetune",
     "history_model",
     "inductive",
