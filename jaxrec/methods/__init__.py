@@ -53,6 +53,7 @@ from jaxrec.methods import (
 )
 from jaxrec.methods.baselines import PopularityConfig, train_popularity
 from jaxrec.methods.common import (
+    KINDS,
     PARALLEL,
     Method,
     Trained,
@@ -110,7 +111,9 @@ from jaxrec.methods.ptupcdr import PTUPCDRConfig, train_ptupcdr
 
 #: Every recipe by name.
 METHODS: dict[str, Method] = {
-    "popularity": Method("popularity", train_popularity, PopularityConfig(), "most popular target items"),
+    "popularity": Method(
+        "popularity", train_popularity, PopularityConfig(), "most popular target items", kind="baseline"
+    ),
     "target_only": Method(
         "target_only", train_target_only, EmbeddingConfig(), "BPR-MF on the target only; cold users get popularity"
     ),
@@ -138,6 +141,7 @@ METHODS: dict[str, Method] = {
         train_item_map,
         ItemMapConfig(),
         "closed-form ridge from source items to target items over overlapping users (λ on valid)",
+        kind="closed_form",
     ),
     "factor_map": Method(
         "factor_map",
@@ -213,6 +217,7 @@ def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overri
 
 __all__ = [
     # registry
+    "KINDS",
     "METHODS",
     "Method",
     "Trained",
