@@ -91,7 +91,7 @@ class FactorMapConfig:
     target_weights: tuple[float, ...] = _ITEM_MAP.target_weights
     item_norm: float = _ITEM_MAP.item_norm
     pop_weight: float = _ITEM_MAP.pop_weight
-    temperature: float = 3.0
+    temperature: float = 10.0
     history_length: int = 128
     positives: int = 64
     target_weight: float = 0.0
