@@ -133,6 +133,22 @@ def iterate_batches(
     With ``n_negatives > 0`` each batch carries ``negatives [B, n_negatives]`` from ``sampler`` (or a
     :class:`NegativeSampler` built from ``n_items``, ``seen`` and ``alpha``). Ratings, when present, come as
     ``ratings [B]``.
+
+    Args:
+      inter: the interactions to batch.
+      batch_size: rows per batch ``B``.
+      rng: the shuffle and the negatives.
+      shuffle: shuffle the rows (else their stored order).
+      drop_remainder: drop the last, incomplete batch instead of padding it.
+      n_items: size of the item catalogue, for the default sampler.
+      n_negatives: negatives per row (0: none).
+      sampler: the negative sampler (default: one built from ``n_items``, ``seen`` and ``alpha``).
+      seen: items never drawn as a user's negatives (``CSR`` over users).
+      alpha: popularity exponent of the default sampler (0: uniform).
+
+    Returns:
+      An iterator of batches ``{"users" [B], "items" [B], "mask" [B]}`` (plus ``"negatives" [B, n_negatives]`` and
+      ``"ratings" [B]`` when present) of numpy arrays.
     """
     if batch_size < 1:
         raise DataError(f"batch_size={batch_size} must be >= 1")
@@ -174,6 +190,18 @@ def multi_domain_batches(
     An epoch is ``steps`` batches (default: enough for the largest domain, ``ceil(n_d / B_d)`` maximised over
     domains); a domain restarts a fresh shuffle when exhausted, so every step sees every domain. The last batch
     of each pass over a domain is padded (``mask=False`` rows). Deterministic given ``rng``.
+
+    Args:
+      inters: ``{domain: interactions}``.
+      batch_sizes: ``{domain: B_d}``.
+      rng: the shuffles and the negatives.
+      n_items: ``{domain: catalogue size}``, for the default samplers.
+      n_negatives: negatives per row (0: none).
+      samplers: ``{domain: sampler}`` (default: uniform samplers over ``n_items``).
+      steps: batches per epoch (default: enough for the largest domain).
+
+    Returns:
+      An iterator of ``{domain: batch}``, each batch as from :func:`iterate_batches`.
     """
     names = list(inters)
     if set(batch_sizes) != set(names):
@@ -206,6 +234,13 @@ def shard(batch, n_devices: int):
     """Reshapes every array's leading axis ``[B, ...]`` to ``[n_devices, B // n_devices, ...]`` (for pmap).
 
     Works on nested dicts. Raises DataError naming the array and sizes when ``B`` does not divide.
+
+    Args:
+      batch: an array or a nested dict of arrays, each ``[B, ...]``.
+      n_devices: the number of devices; must divide ``B``.
+
+    Returns:
+      The same structure with every array ``[n_devices, B // n_devices, ...]``.
     """
 
     def _one(path, a):

@@ -91,7 +91,7 @@ class CSR(NamedTuple):
 
     @property
     def lengths(self) -> np.ndarray:
-        """int64 [n_rows]: entries per row."""
+        """Entries per row, ``int64 [n_rows]``."""
         return np.diff(self.indptr)
 
     def row(self, r: int) -> np.ndarray:

@@ -37,6 +37,17 @@ def cold_start_split(
     (of all splits) goes to train. Held-out items that no longer occur in the target's train split are dropped
     and counted in ``notes`` (a model never trained on them could not rank them).
 
+    Args:
+      ds: the dataset.
+      source: the domain whose history the cold users keep.
+      target: the domain in which they become cold.
+      fraction: share of the overlapping users made cold, in (0, 1).
+      valid_fraction: share of the cold users whose target interactions go to ``valid`` (the rest to ``test``).
+      seed: the shuffle of the overlapping users.
+
+    Returns:
+      The split dataset (``ds`` itself is not modified).
+
     Raises:
       DataError: unknown domains, ``source == target``, fractions outside (0, 1), or no overlapping users.
     """
@@ -104,6 +115,16 @@ def leave_one_out(
 
     Users with fewer than ``min_interactions`` train interactions keep them all in train. Applies to one domain
     or (``domain=None``) to every domain; existing valid/test splits are replaced.
+
+    Args:
+      ds: the dataset.
+      domain: the domain to split; ``None`` splits every domain.
+      valid: also hold out the interaction before the last as ``valid`` (else only ``test``).
+      min_interactions: users with fewer train interactions keep them all in train.
+      seed: the order of interactions without timestamps.
+
+    Returns:
+      The split dataset (``ds`` itself is not modified).
     """
     names = ds.domain_names if domain is None else (ds.domain(domain).name,)
     if min_interactions < 1 + int(valid) + 1:
@@ -134,7 +155,17 @@ def ratio_split(
     ratios: tuple[float, float, float] = (0.8, 0.1, 0.1),
     seed: int = 0,
 ) -> CrossDomainDataset:
-    """Warm split: each user's interactions (by timestamp, else random order) split by ``ratios``."""
+    """Warm split: each user's interactions (by timestamp, else random order) split by ``ratios``.
+
+    Args:
+      ds: the dataset.
+      domain: the domain to split; ``None`` splits every domain.
+      ratios: ``(train, valid, test)`` shares of each user's interactions.
+      seed: the order of interactions without timestamps.
+
+    Returns:
+      The split dataset (``ds`` itself is not modified).
+    """
     if len(ratios) != 3 or min(ratios) < 0 or not np.isclose(sum(ratios), 1.0) or ratios[0] <= 0:
         raise DataError(f"ratios={ratios} must be three non-negative numbers summing to 1 with train > 0")
     names = ds.domain_names if domain is None else (ds.domain(domain).name,)
@@ -159,6 +190,17 @@ def limit_overlap(
     ``mode="drop"`` removes their ``source`` history; ``mode="split"`` moves it to new user ids (appended to the
     user space, raw id ``"<raw>#<source>"``) so they count as different people. Users cold in ``target`` (no
     target train) are never touched, so evaluation is unchanged.
+
+    Args:
+      ds: the dataset.
+      source: the domain whose history is unlinked.
+      target: the other domain of the pair.
+      ratio: share of the linked users that stay linked, in [0, 1].
+      mode: ``"drop"`` (remove the unlinked users' ``source`` history) or ``"split"`` (move it to new user ids).
+      seed: which users are unlinked.
+
+    Returns:
+      The dataset with fewer linked users (``ds`` itself is not modified).
     """
     if mode not in ("drop", "split"):
         raise DataError(f"mode={mode!r}; expected 'drop' or 'split'")

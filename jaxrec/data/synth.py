@@ -80,6 +80,10 @@ def synthetic(config: SyntheticConfig = SyntheticConfig(), **overrides) -> tuple
 
     Returns:
       ``(dataset, planted)`` — the planted vectors give an oracle scorer for tests.
+
+    Args:
+      config: the generator's settings.
+      **overrides: fields of ``config`` to replace, e.g. ``n_users=500`` or ``seed=1``.
     """
     cfg = dataclasses.replace(config, **overrides) if overrides else config
     rng = np.random.default_rng(cfg.seed)

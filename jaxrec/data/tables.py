@@ -118,7 +118,7 @@ def from_table(
         known roles to column names. For a file: every file check of :func:`~jaxrec.data.load_dir`, an empty
         file, a CSV/TSV pandas cannot parse, an unreadable Parquet file, another suffix. For the table (naming
         the line or row): a required column missing, two roles reading one column, a column appearing twice,
-        no rows; a missing cell; an id that :func:`jaxrec.data.parse.array_ids` refuses (negative, NaN, not
+        no rows; a missing cell; an id that ``jaxrec.data.parse.array_ids`` refuses (negative, NaN, not
         whole, beyond int64, empty, space-padded, too long, integers mixed with strings); a domain or split
         empty or space-padded, a split outside ``("train", "valid", "test")``; a rating or timestamp that is not
         a finite number. Quoted text is cut to about 100 characters.

@@ -156,8 +156,8 @@ def proxy_a_distance(
       A float in ``[0, 2]``.
 
     Raises:
-      TypeError: non-floating inputs. ValueError: bad shapes (quoted), fewer than 2 rows on a side, non-finite
-      values, or bad options.
+      TypeError: non-floating inputs.
+      ValueError: bad shapes (quoted), fewer than 2 rows on a side, non-finite values, or bad options.
 
     Example:
       >>> rng = np.random.default_rng(0)

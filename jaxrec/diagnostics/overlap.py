@@ -53,6 +53,7 @@ def overlap_stats(ds: CrossDomainDataset, source: str, target: str) -> dict[str,
       target: the domain whose cold-start users are to be served.
 
     Returns:
+      The statistics,
       ``{"source": name, "target": name, "n_users": size of the shared user id space,
       "domains": {name: {"users", "items", "interactions", "interactions_per_user_mean",
       "interactions_per_user_median", "density"}} for source and target — users with ≥ 1 train interaction,
@@ -187,6 +188,7 @@ def link_test(
       seed: sampling of users, negatives and the permutation.
 
     Returns:
+      The report,
       ``{"source", "target", "overlap_users", "evaluated", "auc": mean AUC with the links as given,
       "auc_permuted": mean AUC with the links broken, "bands": [{"first_user", "last_user" (raw ids), "users",
       "auc", "auc_permuted"}]}``.
@@ -242,7 +244,14 @@ def link_test(
 
 
 def format_link_test(report: Mapping[str, Any]) -> str:
-    """A plain-text table of :func:`link_test`: AUC with the user links as given and with them broken, per band."""
+    """A plain-text table of :func:`link_test`: AUC with the user links as given and with them broken, per band.
+
+    Args:
+      report: the result of :func:`link_test`.
+
+    Returns:
+      The table as one string.
+    """
     lines = [
         f"link test {report['source']} -> {report['target']}: {report['evaluated']} of {report['overlap_users']} "
         f"overlapping users; AUC {report['auc']:.3f} with the links as given, {report['auc_permuted']:.3f} broken",

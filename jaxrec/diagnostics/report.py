@@ -168,9 +168,10 @@ def diagnose(
       cold_splits: held-out target splits whose cold users are compared.
 
     Returns:
+      The report, JSON-serialisable,
       ``{"source", "target", "seed", "overlap": overlap_stats(...), "gaps": {"domains": domain_gap(...) | None,
       "cold_vs_warm": domain_gap(...) | None}, "compared": {comparison: sentence naming the two user sets and
-      their sizes}, "notes": [str]}`` — JSON-serialisable.
+      their sizes}, "notes": [str]}``.
 
     Example:
       >>> report = diagnose(ds, scorer_user_tables(trained, n_users=ds.n_users), source="source", target="target")
@@ -232,6 +233,12 @@ _MEASURE_LABELS = {
 
 def format_report(report: Mapping[str, Any]) -> str:
     """A plain-text rendering of a :func:`diagnose` report (overlap table, gap table, compared sets, notes).
+
+    Args:
+      report: the result of :func:`diagnose`.
+
+    Returns:
+      The report as one string.
 
     Example:
       >>> print(format_report(diagnose(ds, tables, source="source", target="target")))  # doctest: +SKIP

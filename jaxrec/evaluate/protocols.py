@@ -209,6 +209,7 @@ def evaluate(
             overhead within noise). The error names the first users. ``False`` skips both checks.
 
     Returns:
+        The metrics,
         ``{"full": {"Recall@k", "Precision@k", "NDCG@k", "HR@k", "MRR@k" for k in ks, "MRR"},
         "sampled": {"MRR", "NDCG@k", "HR@k" for k in sampled_ks, "AUC"} (means over seeds),
         "sampled_std": {same names: sample std over seeds, 0 for one seed},

@@ -2,15 +2,15 @@
 
 Modules, in import order (each imports only the ones above it):
 
-  checks        static shape/dtype/value checks and mask helpers shared by the others
-  task          per-example task losses (``mse``, ``sigmoid_bce``, ``bpr``, ``sampled_softmax``,
-                ``in_batch_softmax``) and ``mean_where`` to reduce them
-  discrepancy   ``D(hs [n, dim], ht [m, dim]) -> scalar``: ``mean_l2``, ``linear_mmd``, ``mmd``, ``coral``,
-                ``sliced_wasserstein``
-  adversarial   ``domain_adversarial_loss`` on domain-classifier logits, and its discrepancy form
-  schedules     ``step -> λ`` schedules (the DANN ramp, constant, linear warm-up)
-  registry      :data:`DISCREPANCIES` (name → function) and :func:`get_discrepancy` (name + options → function)
-  combined      ``combined_loss``: ``Σ_d w_d · L_task(d) + λ · D`` with its parts
+* ``checks`` — static shape/dtype/value checks and mask helpers shared by the others
+* ``task`` — per-example task losses (``mse``, ``sigmoid_bce``, ``bpr``, ``sampled_softmax``,
+  ``in_batch_softmax``) and ``mean_where`` to reduce them
+* ``discrepancy`` — ``D(hs [n, dim], ht [m, dim]) -> scalar``: ``mean_l2``, ``linear_mmd``, ``mmd``, ``coral``,
+  ``sliced_wasserstein``
+* ``adversarial`` — ``domain_adversarial_loss`` on domain-classifier logits, and its discrepancy form
+* ``schedules`` — ``step -> λ`` schedules (the DANN ramp, constant, linear warm-up)
+* ``registry`` — :data:`DISCREPANCIES` (name → function) and :func:`get_discrepancy` (name + options → function)
+* ``combined`` — ``combined_loss``: ``Σ_d w_d · L_task(d) + λ · D`` with its parts
 
 Axis conventions: ``batch`` examples (task losses return ``[batch]``), ``num_neg`` negatives per example, ``n`` /
 ``m`` rows of the source / target domain, ``dim`` the representation width. Masks (``where=``, ``hs_mask=``, ...)

@@ -40,7 +40,7 @@ def mean_where(values: ArrayLike, *, where: ArrayLike | None = None) -> jax.Arra
         hold NaN or inf.
 
     Returns:
-      A scalar: ``sum(values[where]) / max(count(where), 1)``.
+      The scalar ``sum(values[where]) / max(count(where), 1)``.
 
     Example:
       >>> mean_where(jnp.array([1.0, 3.0, 100.0]), where=jnp.array([True, True, False]))

@@ -189,6 +189,12 @@ METHODS: dict[str, Method] = {
 def get_method(name: str) -> Method:
     """The recipe called ``name``.
 
+    Args:
+      name: a key of :data:`METHODS`.
+
+    Returns:
+      Its :class:`Method` (name, ``train`` function, default config, summary).
+
     Raises:
       ValueError: an unknown name, listing the valid ones.
     """

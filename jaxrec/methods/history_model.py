@@ -27,7 +27,7 @@ class HistoryModel(nn.Module):
     ``item_vectors(k)`` ``[N_k, D]`` and ``item_bias(k)`` ``[N_k]`` are the scoring space: the score of user ``u``
     and item ``i`` is ``u · v_i + b_i`` (:meth:`scoring_tables` writes it as one dot product).
 
-    ``__call__(batch)`` takes the groups of :data:`GROUPS` present in ``batch``, each ``{"history" [B, L],
+    ``__call__(batch)`` takes the groups of ``GROUPS`` present in ``batch``, each ``{"history" [B, L],
     "positives" [B, P], "mask" [B, P], "rows" [B]}`` (plus ``"negatives" [K]`` unless ``full_softmax``), and
     returns per group ``{"pos" [B, P], "mask" [B, P], "user" [B, D]}`` (the scores of the positives, the user
     vectors) and either ``"logits" [B, N_k]`` and ``"items" [N_k, D]`` (``full_softmax``: every item) or

@@ -112,7 +112,15 @@ class LightGCNModel(nn.Module):
 
 
 def joint_graph(ds: CrossDomainDataset, domains: tuple[str, ...]) -> graph_lib.JointGraph:
-    """The normalized joint graph of the ``domains``' *train* interactions (held-out pairs never enter it)."""
+    """The normalized joint graph of the ``domains``' *train* interactions (held-out pairs never enter it).
+
+    Args:
+      ds: the dataset.
+      domains: the domains whose items join the graph, in node order.
+
+    Returns:
+      The :class:`jaxrec.JointGraph` over all users and the items of ``domains``.
+    """
     parts = []
     for d in domains:
         inter = ds.interactions(d, "train")

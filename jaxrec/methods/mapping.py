@@ -164,6 +164,15 @@ def padded_history(ds: CrossDomainDataset, domain: str, *, length: int, seed: in
     A user with more than ``length`` distinct items keeps a uniform random subset of them, drawn once with
     ``seed`` (the data has no reliable order; the attention of PTUPCDR ignores the order anyway).
 
+    Args:
+      ds: the dataset.
+      domain: the domain whose train items are read.
+      length: the width ``L`` of the matrix.
+      seed: the subset kept for users with more than ``length`` items.
+
+    Returns:
+      ``int32 [U, length]`` item ids, ``-1`` padded, one row per user of the dataset.
+
     Example:
       >>> hist = padded_history(ds, "source", length=20)  # doctest: +SKIP
       >>> hist.shape

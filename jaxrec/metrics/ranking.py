@@ -238,6 +238,7 @@ def ranking_metrics(
         where: optional ``bool[U]`` user mask.
 
     Returns:
+        The means,
         ``{"Recall@k", "Precision@k", "NDCG@k", "HR@k", "MRR@k" for k in ks, "MRR": float32 scalars,
         "num_users": int32 scalar}``; the means are 0 (not NaN) when no user is valid.
 

@@ -76,7 +76,7 @@ def embedding_scatter(
 
     Raises:
       ValueError: an empty mapping, non-[n_d, dim] or mismatched arrays (the shapes are quoted), non-finite
-      values, or ``max_points < 1``.
+        values, or ``max_points < 1``.
 
     Example:
       >>> embedding_scatter({"source": hs, "target": ht}, title="user vectors")

@@ -2,13 +2,13 @@
 
 Modules, in import order (each imports only the ones above it):
 
-  layout     what a run directory holds (:data:`RUN_ENTRIES`), its states (finished, unfinished, empty, foreign),
-             the ``--out`` checks and the write-then-rename of every file (:func:`write_text`, :func:`replacing`)
-  scorers    saved scorers: structure as JSON (functions by stable names), arrays through Orbax, sha256 checksums
-  reading    :func:`read_run`, :func:`load_dataset`, :func:`load_scorers`, :func:`evaluate_run` (``metrics.json``),
-             and :func:`check_evaluable` (K against the catalogue, cold users present)
-  training   :func:`train_run` (with resume), :func:`save_run`, and :func:`check_trainable` (the data, before any
-             training)
+* ``layout`` — what a run directory holds (:data:`RUN_ENTRIES`), its states (finished, unfinished, empty, foreign),
+  the ``--out`` checks and the write-then-rename of every file (:func:`write_text`, :func:`replacing`)
+* ``scorers`` — saved scorers: structure as JSON (functions by stable names), arrays through Orbax, sha256 checksums
+* ``reading`` — :func:`read_run`, :func:`load_dataset`, :func:`load_scorers`, :func:`evaluate_run` (``metrics.json``),
+  and :func:`check_evaluable` (K against the catalogue, cold users present)
+* ``training`` — :func:`train_run` (with resume), :func:`save_run`, and :func:`check_trainable` (the data, before any
+  training)
 
 Guarantees: nothing is written into a folder that is not a jaxrec run (or empty); every file is written under a
 temporary name and renamed into place; ``run.json`` is written last, so a run without it is unfinished, and

@@ -115,6 +115,12 @@ def check_evaluable(ds: _data.CrossDomainDataset, *, source: str, target: str, k
 def read_run(run_dir: str | pathlib.Path) -> dict[str, Any]:
     """``run.json`` of ``run_dir``.
 
+    Args:
+      run_dir: the run directory.
+
+    Returns:
+      The parsed ``run.json``: method, source, target, seed, config, data path and fingerprint, versions, checksums.
+
     Raises:
       RunError: ``run_dir`` is missing, not a jaxrec run directory, or a run that did not finish (saying how to
         resume it).
@@ -163,6 +169,13 @@ def check_dataset(meta: dict, ds: _data.CrossDomainDataset, where: str = "the da
 def load_scorers(run_dir: str | pathlib.Path, meta: dict | None = None) -> dict[str, ev.Scorer]:
     """The run's scorers, ``{domain: evaluate.Scorer}``, restored from its Orbax checkpoint.
 
+    Args:
+      run_dir: the run directory.
+      meta: its ``run.json``, if already read (:func:`read_run`).
+
+    Returns:
+      ``{domain: Scorer}`` for every domain the run's method ranks.
+
     Raises:
       RunError: the checkpoint is missing or corrupt (an array differs from its checksum in ``run.json``, naming
         it), or ``run.json`` describes the scorers wrongly.
@@ -192,7 +205,18 @@ def evaluate_run(
 ) -> dict[str, Any]:
     """Evaluates a run on its target's cold-start users (valid and test, both protocols); writes ``metrics.json``.
 
-    Returns the metrics dict (see the module docstring).
+    Args:
+      run_dir: the run directory.
+      ds: the dataset, if already loaded (checked against the run's fingerprint); else it is loaded as the run
+        records (:func:`load_dataset`).
+      data_path: the dataset directory, replacing the one recorded in ``run.json``.
+      seeds: the sampled protocol's seeds.
+      ks: the full-ranking cutoffs.
+
+    Returns:
+      The metrics written to ``metrics.json``: ``{"valid": ..., "test": ...}`` (each with ``"sampled"``,
+      ``"sampled_std"``, ``"full"`` and ``"counts"``, for the splits that have interactions) and the run's method,
+      domains, seed, config, versions, wall times and checkpoint path.
     """
     run_dir = pathlib.Path(run_dir)
     meta = read_run(run_dir)

@@ -119,6 +119,9 @@ def train_run(
       overwrite: replace the jaxrec run in ``out`` (only the entries jaxrec writes are deleted).
       command: the command line that started the run, recorded for the messages that say how to resume it.
 
+    Returns:
+      ``(trained, run_dir)``: the trained recipe and the run directory.
+
     Raises:
       RunError: ``out`` is not a place for this run (see ``check_out``), or ``resume`` with other settings.
       TrainingInterrupted: Ctrl-C while training or saving; the run stays unfinished and resumable.
@@ -176,6 +179,21 @@ def save_run(
     temporary name and renamed into place, and ``run.json`` comes last, so an interrupted save leaves an unfinished
     run. ``data_path`` and ``shared_users`` record how the dataset was loaded (``load_dir(data_path,
     shared_users=...)``), so that ``jaxrec evaluate`` loads it the same way.
+
+    Args:
+      run_dir: the run directory.
+      trained: the trained recipe (its scorers and history are saved).
+      method: the recipe's name.
+      source: the source domain.
+      target: the target domain.
+      ds: the dataset it was trained on (its fingerprint is recorded).
+      data_path: the dataset directory, or ``None`` for in-memory data.
+      seed: the training seed.
+      train_seconds: the training wall time.
+      shared_users: the ``shared_users`` argument the dataset was loaded with.
+
+    Returns:
+      ``run_dir`` as a ``pathlib.Path``.
 
     Raises:
       RunError: ``run_dir`` already holds a run or other files, or a scorer is not a ``jax.tree_util.Partial``

@@ -75,6 +75,13 @@ def sweep_config(method: str, **overrides) -> methods.EmbeddingConfig:
     ``cmf`` has no alignment term (``discrepancy=None``: only learning rates and seeds can be swept); ``mmd``,
     ``coral`` and ``dann`` use their recipe defaults (user towers, the alignment term and its λ).
 
+    Args:
+      method: one of :data:`SWEEP_METHODS`.
+      **overrides: fields of the config to replace.
+
+    Returns:
+      The :class:`jaxrec.EmbeddingConfig`.
+
     Raises:
       ValueError: a method outside :data:`SWEEP_METHODS` or an unknown option (listing the valid ones).
     """
@@ -312,6 +319,12 @@ def sweep(
 def sweep_table(result: SweepResult) -> str:
     """A plain-text table, one row per configuration: λ, learning rate, seed, valid NDCG@10 / Recall@10 and the
     last epoch's mean loss and discrepancy; the best row (by valid NDCG@10) is marked ``*``.
+
+    Args:
+      result: the result of :func:`jaxrec.sweep.sweep`.
+
+    Returns:
+      The table as one string.
 
     Example:
       >>> print(sweep_table(result))  # doctest: +SKIP

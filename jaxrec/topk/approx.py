@@ -76,7 +76,7 @@ def approx_similarity_topk(
         items: ``[N, d]`` floating or an array-like, ``N >= 1``.
         k: static, ``1 <= k <= N``.
         recall_target: in ``(0, 1]``, passed to ``approx_max_k``.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`~jaxrec.topk.METRICS`.
         exclude: optional int ``[Q, m]``, ``-1`` padded (an array or a rectangular list of lists).
         chunk_size: items per chunk of the ``approx_max_k`` path.
         query_block: queries per block of the ``approx_max_k`` path.

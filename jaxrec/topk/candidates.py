@@ -118,7 +118,7 @@ def candidate_scores(
         items: ``[N, d]`` floating or an array-like, ``N >= 1``.
         candidates: int ``[Q, C]`` item ids (an array or a rectangular list); ``-1`` (or any id outside
             ``[0, N)``) is padding.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`~jaxrec.topk.METRICS`.
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
         check_finite: refuse concrete inputs holding ``NaN`` or ``±inf`` (as in :func:`similarity_topk`);
             ``False`` skips the check.
@@ -170,7 +170,7 @@ def candidate_topk(
         items: ``[N, d]`` floating or an array-like, ``N >= 1``.
         candidates: int ``[Q, C]`` item ids, ``-1`` padded (an array or a rectangular list).
         k: static, ``1 <= k <= C``.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`~jaxrec.topk.METRICS`.
         exclude: optional int ``[Q, m]`` ids to leave out, ``-1`` padded (an array or a rectangular list).
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
         check_finite: refuse concrete inputs holding ``NaN`` or ``±inf`` (as in :func:`similarity_topk`);

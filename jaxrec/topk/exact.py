@@ -229,7 +229,7 @@ def similarity_topk(
             ``[0, k]``.
         items: ``[N, d]``, ``N >= 1``, the same kinds of input (mixed dtypes are promoted).
         k: static, ``1 <= k <= N``.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`~jaxrec.topk.METRICS`.
         exclude: optional int ``[Q, m]`` item ids to leave out per query (``-1`` = padding; ids outside
             ``[0, N)`` are ignored): an int array or a rectangular list of lists (a ragged one raises; pad it
             with :func:`csr_to_padded`). A host (numpy / list) one is checked to leave at least ``k`` items per
@@ -266,9 +266,10 @@ def similarity_topk(
         ``(scores float32[Q, k], indices int32[Q, k])``, sorted by score descending, ties by lower index.
 
     Raises:
-        ValueError / TypeError at trace time for wrong ranks, mismatched ``d``, ``N = 0``, non-floating inputs,
-        ``k <= 0`` or ``k > N``, an unknown metric, method or precision, a ragged or non-integer ``exclude``;
-        ValueError for non-finite concrete inputs (naming the argument and the first offending rows).
+        ValueError: at trace time, for wrong ranks, mismatched ``d``, ``N = 0``, ``k <= 0`` or ``k > N``, an
+            unknown metric, method or precision, or a ragged ``exclude``; for non-finite concrete inputs (naming
+            the argument and the first offending rows).
+        TypeError: at trace time, for non-floating inputs, a non-integer ``exclude`` or a non-int ``k``.
 
     Example:
         >>> q = jnp.array([[1.0, 0.0]])

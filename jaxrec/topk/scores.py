@@ -70,7 +70,7 @@ def similarity_scores(
     Args:
         queries: ``[Q, d]`` floating, or an array-like (as for :func:`similarity_topk`); ``Q`` may be 0.
         items: ``[N, d]`` floating or an array-like, ``N >= 1``.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`~jaxrec.topk.METRICS`.
         precision: matmul precision (see :func:`similarity_topk`); default ``"highest"`` (full float32).
         check_finite: refuse concrete inputs holding ``NaN`` or ``±inf`` (as in :func:`similarity_topk`);
             ``False`` skips the check.

@@ -47,7 +47,7 @@ def sharded_similarity_topk(
         k: static, ``1 <= k <= N``.
         mesh: a ``jax.sharding.Mesh`` containing ``axis_name``.
         axis_name: the mesh axis the items are split over.
-        metric: one of :data:`METRICS`.
+        metric: one of :data:`~jaxrec.topk.METRICS`.
         exclude: optional int ``[Q, m]`` global item ids, ``-1`` padded (an array or a rectangular list).
         check_finite: refuse concrete ``queries`` / ``items`` holding ``NaN`` or ``±inf`` (as in
             :func:`similarity_topk`: before the sharded call, skipped under ``jit``); ``False`` skips it.

@@ -10,14 +10,14 @@ losses and, optionally, the pair to align (``outputs["align"] = (hs, ht, hs_mask
 
 Modules, in import order (each imports only the ones above it):
 
-  optim        ``OPTIMIZERS``, :class:`OptimizerConfig`, :func:`make_optimizer`
-  objective    :class:`Objective`, :func:`alignment` (the one place the adversarial schedule is written),
-               :func:`resolve_discrepancy`, :func:`alternating_weights`
-  step         ``TrainState``, :func:`train_step`, :func:`make_train_step` (the one data-parallel site) and,
-               next to it, :func:`placement` (where state and batches live for each ``parallel``)
-  checkpoint   the Orbax manager, save and restore
-  fitting      :class:`TrainConfig`, :class:`Task`, :func:`fit` (the driver), :func:`run_phases`
-  stack        ``S`` models in one program: :func:`create_stacked_state`, :func:`make_stacked_step`, :func:`unstack`
+* ``optim`` — ``OPTIMIZERS``, :class:`OptimizerConfig`, :func:`make_optimizer`
+* ``objective`` — :class:`Objective`, :func:`alignment` (the one place the adversarial schedule is written),
+  :func:`resolve_discrepancy`, :func:`alternating_weights`
+* ``step`` — ``TrainState``, :func:`train_step`, :func:`make_train_step` (the one data-parallel site) and,
+  next to it, :func:`placement` (where state and batches live for each ``parallel``)
+* ``checkpoint`` — the Orbax manager, save and restore
+* ``fitting`` — :class:`TrainConfig`, :class:`Task`, :func:`fit` (the driver), :func:`run_phases`
+* ``stack`` — ``S`` models in one program: :func:`create_stacked_state`, :func:`make_stacked_step`, :func:`unstack`
 """
 
 from jaxrec.train.fitting import FitResult, NonFiniteError, Task, TrainConfig, fit, run_phases

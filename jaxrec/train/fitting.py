@@ -329,6 +329,14 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
     :func:`jaxrec.train.checkpoint.checkpointing`, a config without ``checkpoint_dir`` takes the session's next
     directory and its ``resume``.
 
+    Args:
+      config: how to train (epochs, evaluation, early stopping, checkpoints, parallelism).
+      task: what to train (model, objective, optimizer, batches, evaluation).
+
+    Returns:
+      A :class:`FitResult`: the final and the best parameters, the best evaluation, the logged history and
+      the final state.
+
     Raises:
       NonFiniteError: a non-finite loss or gradient norm under ``nan_policy="raise"`` (no checkpoint is written
         after that step; the log file is closed).

@@ -66,7 +66,14 @@ class OptimizerConfig:
 
 
 def make_optimizer(config: OptimizerConfig) -> optax.GradientTransformation:
-    """The Optax transformation described by ``config``."""
+    """The Optax transformation described by ``config``.
+
+    Args:
+      config: the optimizer's name, learning rate (or schedule), clipping and weight decay.
+
+    Returns:
+      The ``optax.GradientTransformation``.
+    """
     lr: Any = config.learning_rate
     if config.warmup_steps or config.decay_steps:
         lr = optax.warmup_cosine_decay_schedule(

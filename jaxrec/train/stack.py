@@ -57,6 +57,9 @@ def stack_optimizer(name: str = "adam", **kwargs) -> optax.GradientTransformatio
       name: a key of ``jaxrec.train.OPTIMIZERS`` (``"adam"``, ``"adamw"``, ``"sgd"``, ...).
       **kwargs: other (fixed) hyper-parameters of that optimizer, e.g. ``weight_decay`` for ``"adamw"``.
 
+    Returns:
+      The ``optax.GradientTransformation``, with ``learning_rate`` in its state.
+
     Raises:
       ValueError: unknown name (listing the valid ones).
     """

@@ -64,6 +64,9 @@ def create_train_state(
       sample_batch: a batch of the shapes training will use (values do not matter).
       optimizer: an Optax transformation or an :class:`OptimizerConfig`.
       params: start from these parameters instead of a fresh init (transfer / fine-tuning).
+
+    Returns:
+      A :class:`TrainState` at step 0 holding the parameters, ``model.apply`` and the optimizer state.
     """
     if isinstance(optimizer, OptimizerConfig):
         optimizer = make_optimizer(optimizer)
@@ -89,6 +92,16 @@ def train_step(
     """One optimizer step on ``batch``; returns the new state and scalar metrics (loss, its parts, grad norm).
 
     Dropout randomness is ``fold_in(rng, step)`` and, under ``pmap``, also folded with the device index.
+
+    Args:
+      state: the current state.
+      batch: the model's input, as the objective expects it.
+      rng: a PRNG key for dropout.
+      objective: the task losses and the discrepancy term.
+      axis_name: the ``pmap`` axis to average gradients and metrics over (``None`` on one device or a mesh).
+
+    Returns:
+      ``(state, metrics)``: the state after one optimizer step and a dict of scalars (loss, its parts, grad norm).
     """
     rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
@@ -130,6 +143,15 @@ def make_train_step(
     ``"pmap"`` the state must be :func:`replicate`-d and the batch :func:`jaxrec.shard`-ed; ``rng`` is one key
     shared by all devices. With ``"mesh"`` put state and batch with :func:`put_replicated` / :func:`put_batch`.
     :func:`placement` does either for you.
+
+    Args:
+      objective: the task losses and the discrepancy term.
+      parallel: ``"none"``, ``"pmap"`` or ``"mesh"``.
+      mesh: the device mesh for ``"mesh"`` (default: all devices, see :func:`make_mesh`).
+      donate: donate the input state's buffers to the output (the old state cannot be used afterwards).
+
+    Returns:
+      The compiled step, ``(state, batch, rng) -> (state, metrics)``.
     """
     donate_argnums = (0,) if donate else ()
     if parallel == "none":
@@ -212,14 +234,29 @@ def placement(parallel: str, *, mesh: Mesh | None = None) -> Placement:
 
 
 def replicate(tree: Any, devices=None) -> Any:
-    """Copies ``tree`` onto every local device (leading axis = device), for ``pmap``."""
+    """Copies ``tree`` onto every local device (leading axis = device), for ``pmap``.
+
+    Args:
+      tree: a pytree of arrays.
+      devices: the devices (default: ``jax.local_devices()``).
+
+    Returns:
+      The tree with each leaf ``[n_devices, ...]``, one copy per device.
+    """
     devices = jax.local_devices() if devices is None else devices
     sharding = NamedSharding(Mesh(np.asarray(devices), (AXIS,)), PartitionSpec(AXIS))
     return jax.tree.map(lambda x: jax.device_put(jnp.broadcast_to(x, (len(devices),) + jnp.shape(x)), sharding), tree)
 
 
 def unreplicate(tree: Any) -> Any:
-    """The first device's copy of a replicated tree."""
+    """The first device's copy of a replicated tree.
+
+    Args:
+      tree: a pytree whose leaves are ``[n_devices, ...]``.
+
+    Returns:
+      The tree with each leaf ``[...]`` of device 0.
+    """
     return jax.tree.map(lambda x: x[0], tree)
 
 
