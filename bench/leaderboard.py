@@ -83,14 +83,15 @@ def selection_score(record: dict) -> float:
     return 0.5 * (record["valid"]["sampled"]["NDCG@10"] + record["valid"]["full"]["NDCG@10"])
 
 
-def table(records: list[dict], source: str, target: str) -> tuple[str, str | None]:
-    """Markdown table of mean ± std over seeds for one pair, and the method best on valid (:func:`selection_score`)."""
+def table(records: list[dict], source: str, target: str) -> tuple[str, str | None, str | None]:
+    """Markdown table of mean ± std over seeds for one pair, the method best on valid (:func:`selection_score`)
+    and the best of the learned ones (``Method.kind == "learned"``; None when none was run)."""
     by_method: dict[str, list[dict]] = {}
     for r in records:
         if r["source"] == source and r["target"] == target:
             by_method.setdefault(r["method"], []).append(r)
     if not by_method:
-        return "", None
+        return "", None, None
     head = "| method | seeds | " + " | ".join(c[0] for c in COLUMNS) + " | train s | eval s |"
     lines = [head, "|" + "---|" * (len(COLUMNS) + 4)]
     means = {}
@@ -109,7 +110,11 @@ def table(records: list[dict], source: str, target: str) -> tuple[str, str | Non
         eval_s = np.mean([r["eval_s"] for r in rs])
         lines.append(f"| `{method}` | {len(rs)} | " + " | ".join(cells) + f" | {train_s:.0f} | {eval_s:.0f} |")
     best = max(means, key=means.get)
-    return "\n".join(lines), best
+    from jaxrec import methods
+
+    learned = [m for m in means if m in methods.METHODS and methods.METHODS[m].kind == "learned"]
+    best_learned = max(learned, key=means.get) if learned else None
+    return "\n".join(lines), best, best_learned
 
 
 def main(argv=None) -> int:
@@ -196,12 +201,14 @@ def main(argv=None) -> int:
                     )
     records = list(_done(out, args.shared_users).values())
     for source, target in pairs:
-        text, best = table(records, source, target)
+        text, best, best_learned = table(records, source, target)
         if best is None:
             continue
         print(f"\n### {source} → {target} (cold-start users of {target}; mean ± std over training seeds)\n")
         print(text)
         print(f"\nbest method: `{best}` (chosen on valid NDCG@10, mean of the sampled and full protocols)")
+        if best_learned is not None:
+            print(f"best learned method: `{best_learned}` (the same choice among the learned recipes)")
     if args.plot:
         _plot(records, pairs, args.plot)
         print(f"wrote {args.plot}")

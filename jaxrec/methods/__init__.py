@@ -38,6 +38,8 @@ from jaxrec.methods import (
     baselines,
     common,
     embedding,
+    factor_map,
+    factor_model,
     finetune,
     history_model,
     inductive,
@@ -51,6 +53,7 @@ from jaxrec.methods import (
 )
 from jaxrec.methods.baselines import PopularityConfig, train_popularity
 from jaxrec.methods.common import (
+    KINDS,
     PARALLEL,
     Method,
     Trained,
@@ -79,6 +82,7 @@ from jaxrec.methods.embedding import (
     train_cmf,
     train_target_only,
 )
+from jaxrec.methods.factor_map import FactorMapConfig, train_factor_map
 from jaxrec.methods.finetune import FinetuneConfig, train_finetune
 from jaxrec.methods.history_model import HistoryModel
 from jaxrec.methods.inductive import HistoryConfig, train_history
@@ -107,7 +111,9 @@ from jaxrec.methods.ptupcdr import PTUPCDRConfig, train_ptupcdr
 
 #: Every recipe by name.
 METHODS: dict[str, Method] = {
-    "popularity": Method("popularity", train_popularity, PopularityConfig(), "most popular target items"),
+    "popularity": Method(
+        "popularity", train_popularity, PopularityConfig(), "most popular target items", kind="baseline"
+    ),
     "target_only": Method(
         "target_only", train_target_only, EmbeddingConfig(), "BPR-MF on the target only; cold users get popularity"
     ),
@@ -135,6 +141,13 @@ METHODS: dict[str, Method] = {
         train_item_map,
         ItemMapConfig(),
         "closed-form ridge from source items to target items over overlapping users (λ on valid)",
+        kind="closed_form",
+    ),
+    "factor_map": Method(
+        "factor_map",
+        train_factor_map,
+        FactorMapConfig(),
+        "item_map factorised to rank r, then trained with the full softmax on every user (learned scorer)",
     ),
     "emcdr": Method(
         "emcdr", train_emcdr, EMCDRConfig(), "BPR-MF per domain + MLP mapping of user embeddings on overlap users"
@@ -210,6 +223,7 @@ def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overri
 
 __all__ = [
     # registry
+    "KINDS",
     "METHODS",
     "Method",
     "Trained",
@@ -248,6 +262,7 @@ __all__ = [
     "train_item_map",
     # mapping, ptupcdr, finetune
     "EMCDRConfig",
+    "FactorMapConfig",
     "FinetuneConfig",
     "PTUPCDRConfig",
     "fit_mapping",
@@ -255,6 +270,7 @@ __all__ = [
     "pretrain",
     "sample_rows",
     "train_emcdr",
+    "train_factor_map",
     "train_finetune",
     "train_ptupcdr",
     # joint training, user networks, lightgcn
@@ -289,6 +305,8 @@ __all__ = [
     "baselines",
     "common",
     "embedding",
+    "factor_map",
+    "factor_model",
     "finetune",
     "history_model",
     "inductive",

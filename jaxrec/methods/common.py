@@ -45,6 +45,7 @@ from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset, DataError
 
 __all__ = [
+    "KINDS",
     "PARALLEL",
     "Method",
     "Trained",
@@ -66,6 +67,8 @@ __all__ = [
 
 #: The data-parallel strategies of a recipe's train step (see :func:`jaxrec.train.make_train_step`).
 PARALLEL = ("none", "pmap", "mesh")
+#: The kinds of recipe (:attr:`Method.kind`).
+KINDS = ("learned", "closed_form", "combination", "baseline")
 #: Seeds are integers in ``[0, SEED_LIMIT)``: what both ``jax.random.key`` and ``numpy.random.default_rng`` take.
 SEED_LIMIT = 2**63
 
@@ -94,12 +97,16 @@ class Method(NamedTuple):
       train: ``train(ds, *, source, target, config) -> Trained``.
       default_config: the config dataclass ``methods.run`` starts from.
       summary: one line for ``jaxrec methods``.
+      kind: one of :data:`KINDS`: ``"learned"`` (scores with embeddings and networks trained through
+        :func:`jaxrec.train.fit`; it may start from closed-form factors), ``"closed_form"`` (solved, not
+        trained), ``"combination"`` (adds a closed form's scores to a learned model's) or ``"baseline"``.
     """
 
     name: str
     train: Callable[..., Trained]
     default_config: Any
     summary: str
+    kind: str = "learned"
 
 
 # ----------------------------------------------------------------------------------------------------------------
