@@ -1,0 +1,201 @@
+"""The lean data layer: the chunked reader of ``load_dir`` against a line-by-line Python reference and against
+the strict reader (the same datasets, the same errors), the id maps against ``np.unique``/``searchsorted``,
+and Parquet read through ``pyarrow.dataset``."""
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from jaxrec import data as D
+from jaxrec.data import chunks, idmap
+from tests.conftest import AMAZON
+
+SETTINGS = settings(
+    max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+
+
+def _reference(text: str, width: int):
+    """Columns and 1-based line numbers of a tab-separated text, read line by line in Python."""
+    rows, lines = [], []
+    for number, line in enumerate(text.split("\n"), start=1):
+        if line.strip(" \t"):
+            rows.append(line.split("\t"))
+            lines.append(number)
+    cols = [[r[c] for r in rows] for c in range(width)]
+    users = np.array([int(t) for t in cols[0]], np.int64)
+    items = np.array([int(t) for t in cols[1]], np.int64)
+    ratings = np.array([float(t) for t in cols[2]], np.float32) if width > 2 else None
+    stamps = np.array([float(t) for t in cols[3]]) if width > 3 else None
+    return users, items, ratings, stamps, np.array(lines, np.int64)
+
+
+IDS = st.one_of(st.integers(0, 10**6).map(str), st.integers(0, 999).map(lambda v: f"00{v}"), st.just("9" * 18))
+NUMBERS = st.one_of(
+    st.integers(-(10**6), 10**6).map(str),
+    st.floats(-1e6, 1e6, allow_nan=False).map(repr),
+    st.sampled_from(["4.", ".5", "-0.5", "1e3", "2E-2", "+3", "1e+2"]),
+)
+BLANKS = st.sampled_from(["", " ", "\t", " \t  "])
+
+
+@st.composite
+def tsv_files(draw):
+    width = draw(st.integers(2, 4))
+    lines = []
+    for _ in range(draw(st.integers(1, 30))):
+        if draw(st.integers(0, 5)) == 0:
+            lines.append(draw(BLANKS))
+        fields = [draw(IDS), draw(IDS)] + [draw(NUMBERS) for _ in range(width - 2)]
+        lines.append("\t".join(fields))
+    end = draw(st.sampled_from(["", "\n", "\n\n", "\n \n"]))
+    return "\n".join(lines) + end, width
+
+
+@SETTINGS
+@given(tsv_files(), st.sampled_from([1, 3, 16, 64, chunks.CHUNK_BYTES]))
+def test_chunked_reader_matches_a_line_by_line_reference(tmp_path, file, chunk_bytes):
+    text, width = file
+    path = tmp_path / "train.txt"
+    path.write_text(text)
+    got = chunks.read_int_tsv(path, chunk_bytes=chunk_bytes)
+    assert got is not None
+    users, items, ratings, stamps, lines = _reference(text, width)
+    np.testing.assert_array_equal(got.users, users)
+    np.testing.assert_array_equal(got.items, items)
+    assert got.users.dtype == (np.int32 if users.max() < 2**31 else np.int64)
+    for g, want in ((got.ratings, ratings), (got.timestamps, stamps)):
+        if want is None:
+            assert g is None
+        else:
+            np.testing.assert_array_equal(g, want)
+            assert g.dtype == want.dtype
+    np.testing.assert_array_equal(got.lines[np.arange(len(lines))], lines)
+    assert [got.lines[r] for r in range(len(lines))] == lines.tolist()
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1\t2\r\n3\t4\r\n",  # carriage returns
+        "\ufeff1\t2\n",  # a byte-order mark
+        "1\t2\n3\t4\t5\n",  # widths differ
+        "1\t2\n3\t\n",  # an empty id
+        "1\t2\n3\tx\n",  # not digits
+        "1\t2\n1234567890123456789\t4\n",  # 19 digits (a valid id the strict reader reads)
+        "1\t2\tnan\n",  # not finite
+        "1\t2\t1e39\n",  # beyond float32
+        "1\t2\t1_0\n",  # not plain decimal
+        "1\t\u00e92\n",  # not ASCII
+        "1\t2\x00\n",  # a control character
+    ],
+)
+def test_chunked_reader_leaves_anything_else_to_the_strict_reader(tmp_path, text):
+    path = tmp_path / "train.txt"
+    path.write_text(text, encoding="utf-8")
+    assert chunks.read_int_tsv(path, chunk_bytes=4) is None
+
+
+def _datasets_equal(a, b):
+    assert a.domain_names == b.domain_names and a.n_users == b.n_users and a.notes == b.notes
+    np.testing.assert_array_equal(a.user_ids, b.user_ids)
+    for d in a.domain_names:
+        np.testing.assert_array_equal(a.domain(d).item_ids, b.domain(d).item_ids)
+        assert a.splits(d) == b.splits(d)
+        for s in a.splits(d):
+            for x, y in zip(a.interactions(d, s), b.interactions(d, s)):
+                assert (x is None) == (y is None)
+                if x is not None:
+                    np.testing.assert_array_equal(x, y)
+                    assert x.dtype == y.dtype
+
+
+def _strict(monkeypatch, fn):
+    """``fn()`` with the chunked reader switched off: every file goes through the strict reader."""
+    with monkeypatch.context() as m:
+        m.setattr(chunks, "read_int_tsv", lambda path, **_: None)
+        return fn()
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 30), st.integers(0, 12)), min_size=1, max_size=80), st.integers(0, 3))
+def test_load_dir_equals_the_strict_reader_on_random_folders(tmp_path_factory, monkeypatch, pairs, held):
+    root = tmp_path_factory.mktemp("ds")
+    for d in ("a", "b"):
+        (root / d).mkdir()
+        rows = [(u + (7 if d == "b" else 0), i) for u, i in pairs]
+        (root / d / "train.txt").write_text("".join(f"{u}\t{i}\n" for u, i in rows))
+        (root / d / "test.txt").write_text("".join(f"{u}\t{i}\n" for u, i in rows[:held]) + "\n")
+    for kwargs in ({}, {"duplicates": "keep"}, {"duplicates": "error"}, {"shared_users": 10}):
+        chunked = _outcome(lambda: D.load_dir(root, **kwargs))
+        strict = _outcome(lambda: _strict(monkeypatch, lambda: D.load_dir(root, **kwargs)))
+        if isinstance(strict, str):
+            assert chunked == strict
+        else:
+            _datasets_equal(chunked, strict)
+
+
+def _outcome(fn):
+    """``fn()``, or the message of the DataError it raises."""
+    try:
+        return fn()
+    except D.DataError as e:
+        return str(e)
+
+
+def test_errors_after_chunking_name_the_line(tmp_path, monkeypatch):
+    (tmp_path / "a").mkdir()
+    lines = [f"{u}\t{u % 7}" for u in range(200)] + ["", "  ", "5\t5"] + [f"{u}\t1" for u in range(300, 400)]
+    (tmp_path / "a" / "train.txt").write_text("\n".join(lines) + "\n")
+    (tmp_path / "a" / "test.txt").write_text("1\t2\n\n3\t99\n")
+    monkeypatch.setattr(chunks, "CHUNK_BYTES", 64)
+    with pytest.raises(D.DataError, match=r"train.txt, line 203: duplicate interaction \(user 5, item 5\)"):
+        D.load_dir(tmp_path, duplicates="error")
+    with pytest.raises(D.DataError, match=r"test.txt, line 3: item 99 of domain 'a' split 'test' never occurs"):
+        D.load_dir(tmp_path)
+
+
+def test_load_dir_equals_the_strict_reader_on_the_fixtures(legacy_data_dir, monkeypatch):
+    _datasets_equal(D.load_dir(legacy_data_dir), _strict(monkeypatch, lambda: D.load_dir(legacy_data_dir)))
+
+
+@pytest.mark.shared_data
+def test_load_dir_equals_the_strict_reader_on_amazon(monkeypatch):
+    if not AMAZON.is_dir():
+        pytest.skip(f"{AMAZON} is absent")
+    kwargs = {"shared_users": "below_heldout"}
+    _datasets_equal(D.load_dir(AMAZON, **kwargs), _strict(monkeypatch, lambda: D.load_dir(AMAZON, **kwargs)))
+
+
+@SETTINGS
+@given(
+    st.lists(st.lists(st.integers(0, 2**40), max_size=40), min_size=1, max_size=3),
+    st.lists(st.integers(0, 2**40), max_size=40),
+    st.booleans(),
+)
+def test_id_maps_equal_unique_and_searchsorted(columns, probe, dense):
+    cols = [np.array(c, np.int64) % (64 if dense else 2**40) for c in columns]
+    index = idmap.sorted_unique(cols)
+    np.testing.assert_array_equal(index, np.unique(np.concatenate(cols)))
+    probe = np.array(probe, np.int64) % (64 if dense else 2**40)
+    pos, known = idmap.IdMap(index)(probe)
+    want_known = np.isin(probe, index)
+    np.testing.assert_array_equal(known if known is not None else np.ones(probe.size, bool), want_known)
+    np.testing.assert_array_equal(pos, np.where(want_known, np.searchsorted(index, probe), 0))
+    assert pos.dtype == np.int32
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.booleans()), max_size=40))
+def test_repeated_rows_are_all_but_the_first_kept_row_of_each_pair(rows):
+    users = np.array([r[0] for r in rows], np.int32)
+    items = np.array([r[1] for r in rows], np.int32)
+    keep = np.array([r[2] for r in rows], bool)
+    seen, want = set(), []
+    for u, i, k in rows:
+        want.append(k and (u, i) in seen)
+        if k:
+            seen.add((u, i))
+    got = idmap.repeated_rows(users, items, 6, keep)
+    np.testing.assert_array_equal(np.zeros(len(rows), bool) if got is None else got, np.array(want, bool))
