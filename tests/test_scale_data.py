@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxrec import data as D
-from jaxrec.data import chunks, idmap
+from jaxrec.data import chunks, idmap, parquet
 from tests.conftest import AMAZON
 
 SETTINGS = settings(
@@ -199,3 +199,61 @@ def test_repeated_rows_are_all_but_the_first_kept_row_of_each_pair(rows):
             seen.add((u, i))
     got = idmap.repeated_rows(users, items, 6, keep)
     np.testing.assert_array_equal(np.zeros(len(rows), bool) if got is None else got, np.array(want, bool))
+
+
+def _frame(**changes):
+    pd = pytest.importorskip("pandas")
+    cols = {"user": [1, 2, 3, 2], "item": [5, 6, 5, 7], "domain": ["a", "a", "b", "b"], "rating": [1.0, 2.0, 3.0, 4]}
+    cols.update(changes)
+    return pd.DataFrame(cols)
+
+
+PARQUET_FRAMES = {
+    "int-ids": {},
+    "string-ids": {"user": ["u1", "u2", "u3", "u2"], "item": ["x", "y", "x", "z"]},
+    "whole-float-ids": {"user": [1.0, 2.0, 3.0, 2.0]},
+    "splits": {"split": ["train", "train", "train", "test"], "item": [5, 6, 5, 5]},
+    "timestamps": {"timestamp": [1.5, 2.0, 3.0, 4.0]},
+    "int-domains": {"domain": [1, 1, 2, 2]},
+    "nan-user-id": {"user": [1.0, float("nan"), 3.0, 2.0]},
+    "none-item-id": {"item": ["x", None, "y", "y"]},
+    "fractional-id": {"user": [1.0, 3.5, 2.0, 2.0]},
+    "negative-id": {"item": [5, -6, 5, 5]},
+    "empty-string-id": {"item": ["x", "", "y", "y"]},
+    "padded-string-id": {"item": ["x", "y ", "z", "z"]},
+    "nan-domain": {"domain": ["a", None, "b", "b"]},
+    "empty-domain": {"domain": ["a", "", "b", "b"]},
+    "padded-domain": {"domain": ["a", "a", "b ", "b"]},
+    "unknown-split": {"split": ["train", "dev", "train", "train"]},
+    "nan-rating": {"rating": [1.0, float("nan"), 2.0, 2.0]},
+    "inf-rating": {"rating": [1.0, 2.0, float("inf"), 2.0]},
+    "word-rating": {"rating": ["1", "five", "2", "2"]},
+    "bool-ids": {"user": [True, False, True, True]},
+    "unknown-test-item": {"split": ["train", "train", "train", "test"], "item": [5, 6, 5, 9]},
+}
+
+
+@pytest.mark.parametrize("changes", PARQUET_FRAMES.values(), ids=PARQUET_FRAMES.keys())
+def test_parquet_through_pyarrow_dataset_equals_the_dataframe(tmp_path, changes):
+    pytest.importorskip("pyarrow")
+    frame = _frame(**changes)
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path)
+    from_frame = _outcome(lambda: D.from_table(frame))
+    from_file = _outcome(lambda: D.from_table(path))
+    if isinstance(from_frame, str):
+        assert from_file == from_frame.replace("<DataFrame>", str(path))
+    else:
+        _datasets_equal(from_file, from_frame)
+
+
+def test_parquet_reads_only_the_role_columns(tmp_path):
+    pytest.importorskip("pyarrow")
+    frame = _frame(extra=[[1, 2]] * 4)  # a nested column no role reads
+    frame.to_parquet(tmp_path / "t.parquet")
+    table = parquet.read_parquet(tmp_path / "t.parquet", ["user", "item", "domain", "nope", "user"])
+    assert list(table.columns) == ["user", "item", "domain"] and table.n_rows == 4
+    assert table.names == ["user", "item", "domain", "rating", "extra"]
+    assert table.columns["user"].values.dtype == np.int64 and table.columns["domain"].codes.tolist() == [0, 0, 1, 1]
+    ds = D.from_table(tmp_path / "t.parquet")
+    assert ds.domain_names == ("a", "b") and ds.interactions("a").ratings.tolist() == [1.0, 2.0]
