@@ -8,7 +8,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxrec import data as D
-from jaxrec.data import chunks, idmap, parquet
+from jaxrec.data import chunks, idmap, parquet, stream
 from tests.conftest import AMAZON
 
 SETTINGS = settings(
@@ -257,3 +257,54 @@ def test_parquet_reads_only_the_role_columns(tmp_path):
     assert table.columns["user"].values.dtype == np.int64 and table.columns["domain"].codes.tolist() == [0, 0, 1, 1]
     ds = D.from_table(tmp_path / "t.parquet")
     assert ds.domain_names == ("a", "b") and ds.interactions("a").ratings.tolist() == [1.0, 2.0]
+
+
+@SETTINGS
+@given(st.lists(st.tuples(st.integers(0, 2**62), st.integers(0, 10**7)), max_size=30))
+def test_format_pairs_equals_python_formatting(pairs):
+    users = np.array([p[0] for p in pairs], np.int64)
+    items = np.array([p[1] for p in pairs], np.int64)
+    assert stream.format_pairs(users, items) == "".join(f"{u}\t{i}\n" for u, i in pairs).encode()
+
+
+def test_synthetic_large_is_deterministic_and_round_trips_through_a_folder(tmp_path):
+    cfg = stream.LargeSyntheticConfig(
+        n_users=3000, n_items=(400, 300), interactions_per_user=(8.0, 4.0), n_topics=8, block_users=700
+    )
+    ds = stream.synthetic_large(cfg)
+    again = stream.synthetic_large(cfg)
+    _datasets_equal(ds, again)
+    for d in ds.domain_names:
+        users, items, *_ = ds.interactions(d)
+        key = users.astype(np.int64) * 1000 + items
+        assert (np.diff(key) > 0).all()  # sorted by user then item, no repeated pair
+        assert users.dtype == items.dtype == np.int32 and items.max() < ds.n_items(d)
+    both = ds.overlap()[("source", "target")]
+    assert 0.5 * 3000 < both < 0.7 * 3000  # overlap=0.6
+    loaded = D.load_dir(stream.write_dir(ds, tmp_path / "ds"))
+    for d in ds.domain_names:
+        a, b = ds.interactions(d), loaded.interactions(d)
+        np.testing.assert_array_equal(loaded.user_ids[b.users], a.users)
+        np.testing.assert_array_equal(loaded.domain(d).item_ids[b.items], a.items)
+    with pytest.raises(D.DataError, match="exists"):
+        stream.write_dir(ds, tmp_path / "ds")
+
+
+def test_synthetic_large_source_history_predicts_the_target():
+    # The shared taste makes a user's target items likelier under their own source items than under another
+    # user's: with P(target item | source item) counted on half of the users, the own history wins for most of
+    # the other half (chance: 0.5).
+    ds = stream.synthetic_large(n_users=4000, n_items=(300, 200), interactions_per_user=(10.0, 5.0), n_topics=32, dim=8)
+    src, tgt = ds.seen("source"), ds.seen("target")
+    both = np.flatnonzero((src.lengths > 0) & (tgt.lengths > 0))
+    fit, held = both[: both.size // 2], both[both.size // 2 :]
+    co = np.ones((300, 200))
+    for u in fit:
+        co[np.ix_(src.row(u), tgt.row(u))] += 1
+    co /= co.sum(1, keepdims=True)
+
+    def log_likelihood(history_of, items_of):
+        return np.log(co[src.row(history_of)].mean(0)[tgt.row(items_of)]).mean()
+
+    wins = np.mean([log_likelihood(u, u) > log_likelihood(v, u) for u, v in zip(held, np.roll(held, 1))])
+    assert wins > 0.7, wins
