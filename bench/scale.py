@@ -2,15 +2,19 @@
 evaluation and peak memory, from 10⁵ to 10⁷ interactions and 10⁴ to 10⁶ items per domain.
 
 Run:
-  python bench/scale.py --quick                      # 10⁵ and 10⁶ interactions, 10⁴ items (about 30 min on 2 cores)
+  python bench/scale.py --quick [--methods cmf,lightgcn]   # 10⁵ and 10⁶ interactions, 10⁴ items (the default)
   python bench/scale.py --sizes 1e5:1e4,1e6:1e4,1e7:1e4,1e6:1e5,1e7:1e6 [--methods cmf,lightgcn]
   python bench/scale.py --eval-users 100000 --eval-items 1000000     # streamed full ranking alone
   python bench/scale.py --load-lines 10000000                         # the loader alone
+  python bench/scale.py --from records.jsonl     # exponents and figure of the records saved with --out
 
 Data: ``jaxrec.data.synthetic_large`` (two domains, 10 + 5 draws per active user, 60 % of users in both), a
 ``cold_start_split`` (20 % of the overlapping users), written with ``jaxrec.data.write_dir`` and read back with
 ``jaxrec.load_dir``, as a user would. ``SIZE`` ``X:I`` means about ``X`` interactions in all and ``I`` items per
 domain (users = X / 12).
+
+On the shared 2-core machine the 10⁵ size takes about 25 min for all 18 recipes (8 of them ``item_map``'s grid)
+and the 10⁶ size 2–6 min per recipe: pass ``--methods`` to keep a run within half an hour.
 
 Each (size, recipe) runs in a child process of its own, so that its peak memory is its own: ``load`` (s, and the
 peak memory it adds over the imports, MB), ``train`` (``methods.run`` with one epoch of every training phase,
@@ -369,6 +373,7 @@ def main():
     parser.add_argument("--eval-dim", type=int, default=64)
     parser.add_argument("--eval-batch", type=int, default=1024)
     parser.add_argument("--load-lines", type=float, default=None)
+    parser.add_argument("--from", dest="records", default=None, help="fit and plot saved records (JSON lines)")
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
@@ -380,8 +385,11 @@ def main():
     if args.load_lines:
         load_only(pathlib.Path(args.work), int(args.load_lines))
         return
-    args.sizes = args.sizes or QUICK
-    rows = run_sizes(args)
+    if args.records:
+        rows = [json.loads(line) for line in open(args.records) if line.strip()]
+    else:
+        args.sizes = args.sizes or QUICK
+        rows = run_sizes(args)
     fits = exponents(rows)
     if fits:
         print(f"\n{'method':<14}{'items':>9}{'points':>7}{'epoch exp':>10}{'train exp':>10}{'peak exp':>9}")
