@@ -30,9 +30,10 @@ def tiny_dir(tmp_path):
 def test_public_names_of_the_package():
     # The names `jaxrec.data` exports, each defined once in a submodule and re-exported here.
     expected = [
-        "CSR", "CrossDomainDataset", "DataError", "Domain", "Interactions", "LOADERS", "Planted", "SHARED_USERS_RULES",
-        "SPLITS", "SyntheticConfig", "cold_start_split", "from_arrays", "from_table", "get_loader", "leave_one_out",
-        "limit_overlap", "load_dir", "load_recbole", "ratio_split", "synthetic",
+        "CSR", "CrossDomainDataset", "DataError", "Domain", "Interactions", "LOADERS", "LargeSyntheticConfig",
+        "Planted", "SHARED_USERS_RULES", "SPLITS", "SyntheticConfig", "cold_start_split", "from_arrays", "from_table",
+        "get_loader", "leave_one_out", "limit_overlap", "load_dir", "load_recbole", "ratio_split", "synthetic",
+        "synthetic_large", "write_dir",
     ]  # fmt: skip
     assert sorted(D.__all__) == sorted(expected)
     functions = [getattr(D, name) for name in expected if callable(getattr(D, name))]

@@ -9,14 +9,19 @@ Modules, along the data path (each imports only those above it):
   * ``dataset``: the in-memory types :class:`CrossDomainDataset`, :class:`Domain`, :class:`Interactions`,
     :class:`CSR`, and :class:`DataError` (``dataset.snippet`` cuts quoted input in messages).
   * ``parse``: strict reading of files, ids and numbers; its docstring lists what every loader validates.
+  * ``chunks``: the chunked reader of integer-id files (``load_dir``'s fast path, straight from bytes to int32).
+  * ``idmap``: raw ids to contiguous ids (lookup tables or sliced searches) and repeated-pair detection.
   * ``build``: a dataset from raw ids (:func:`from_arrays`; ``build.RawSplit`` and ``build.from_raw`` for
     loaders), the ``shared_users`` rules.
+  * ``parquet``: Parquet tables through ``pyarrow.dataset`` (only the columns a role reads).
   * ``tables``: :func:`from_table` (a DataFrame, CSV, TSV or Parquet table).
   * ``loaders``: :func:`load_dir`, :func:`load_recbole` (and :func:`from_table` re-exported).
   * ``splits``: :func:`cold_start_split`, :func:`leave_one_out`, :func:`ratio_split`, :func:`limit_overlap`.
   * ``registry``: :data:`LOADERS` by name and :func:`get_loader`.
   * ``synth``: :func:`synthetic` data with a planted cross-domain structure (:class:`SyntheticConfig`,
     :class:`Planted`).
+  * ``stream``: :func:`synthetic_large`, generated in blocks of users in time linear in the interactions
+    (:class:`LargeSyntheticConfig`, ``stream.synthetic_blocks``), and :func:`write_dir` (the ``load_dir`` format).
 
 For bad input every loader raises :class:`DataError`, naming the file and line (or the argument, or the table
 row) and quoting the offending text cut to about 100 characters; ``parse`` lists what is validated.
@@ -32,6 +37,7 @@ from jaxrec.data.dataset import CSR, SPLITS, CrossDomainDataset, DataError, Doma
 from jaxrec.data.loaders import from_table, load_dir, load_recbole
 from jaxrec.data.registry import LOADERS, get_loader
 from jaxrec.data.splits import cold_start_split, leave_one_out, limit_overlap, ratio_split
+from jaxrec.data.stream import LargeSyntheticConfig, synthetic_large, write_dir
 from jaxrec.data.synth import Planted, SyntheticConfig, synthetic
 
 __all__ = [
@@ -43,6 +49,7 @@ __all__ = [
     "DataError",
     "Domain",
     "Interactions",
+    "LargeSyntheticConfig",
     "Planted",
     "SyntheticConfig",
     "cold_start_split",
@@ -55,4 +62,6 @@ __all__ = [
     "load_recbole",
     "ratio_split",
     "synthetic",
+    "synthetic_large",
+    "write_dir",
 ]

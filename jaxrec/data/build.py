@@ -14,7 +14,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxrec.data import parse
+from jaxrec.data import idmap, parse
 from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, Domain, Interactions, snippet
 
 
@@ -28,8 +28,11 @@ class RawSplit:
       ratings: optional ``float32 [n]``.
       timestamps: optional ``float64 [n]``.
       source: the file name or a description, quoted in error messages.
-      lines: optional ``int64 [n]`` 1-based line number of each row in ``source`` (else errors name the row).
+      lines: optional 1-based line number of each row in ``source``, ``int64 [n]`` or a
+        :class:`~jaxrec.data.parse.LineNumbers` (else errors name the row).
       unit: what ``lines`` count, ``"line"`` of a file or ``"row"`` of a table.
+      owned: the loader made ``users`` and ``items`` for this split alone: :func:`from_raw` may overwrite them
+        with the contiguous ids (no second copy of the ids; never set for a caller's arrays).
     """
 
     users: np.ndarray  # raw ids (int64 or str)
@@ -37,22 +40,30 @@ class RawSplit:
     ratings: np.ndarray | None = None  # float32
     timestamps: np.ndarray | None = None  # float64
     source: str = "<arrays>"  # file name or description
-    lines: np.ndarray | None = None  # 1-based line number of each row in ``source``
+    lines: np.ndarray | parse.LineNumbers | None = None  # 1-based line number of each row in ``source``
     unit: str = "line"
+    owned: bool = False
 
 
 def _where(raw: RawSplit, row: int) -> str:
     return parse.Source(raw.source, raw.lines, unit=raw.unit).at(row)
 
 
-def _sorted_unique(values: list[np.ndarray]) -> np.ndarray:
-    values = [v for v in values if v.size]
-    if not values:
-        return np.zeros(0, np.int64)
-    kinds = {v.dtype.kind for v in values}
-    if len(kinds) > 1:  # mixed ints and strings: compare as strings
-        values = [v.astype(str) for v in values]
-    return np.unique(np.concatenate(values))
+def _compact(a: np.ndarray | None, keep: np.ndarray) -> np.ndarray | None:
+    """The rows ``keep`` of an array this module may overwrite, moved to its front: a view, no second copy."""
+    if a is None:
+        return None
+    n = int(keep.sum())
+    a[:n] = a[keep]
+    return a[:n]
+
+
+def _raw(ids: np.ndarray, index: np.ndarray, row: int):
+    """The raw id of row ``row`` as a Python value, in the index's kind (for messages)."""
+    value = ids[row]
+    if index.size and value.dtype.kind != index.dtype.kind:
+        value = np.asarray(value).astype(index.dtype)
+    return value.item()
 
 
 SHARED_USERS_RULES = ("below_heldout",)  # the named rules ``shared_users`` accepts besides None and an integer
@@ -159,51 +170,42 @@ def from_raw(
         raw, note = _localize_users(raw, shared_users)
         notes.append(note)
 
-    user_ids = _sorted_unique([s.users for splits in raw.values() for s in splits.values()])
+    user_ids = idmap.sorted_unique([s.users for splits in raw.values() for s in splits.values()])
+    user_map = idmap.IdMap(user_ids)
     domains = {}
     for name, splits in raw.items():
         space = [splits["train"].items] if item_space == "train" else [s.items for s in splits.values()]
-        item_ids = _sorted_unique(space)
+        item_ids = idmap.sorted_unique(space)
+        item_map = idmap.IdMap(item_ids)
         out = {}
         for split, r in splits.items():
-            users_raw, items_raw = r.users, r.items
-            if user_ids.dtype.kind != users_raw.dtype.kind:
-                users_raw = users_raw.astype(user_ids.dtype)
-            if item_ids.dtype.kind != items_raw.dtype.kind:
-                items_raw = items_raw.astype(item_ids.dtype)
-            u = np.searchsorted(user_ids, users_raw).astype(np.int32)
-            i = np.searchsorted(item_ids, items_raw)
-            known = (i < item_ids.size) & (item_ids[np.minimum(i, item_ids.size - 1)] == items_raw)
-            keep = np.ones(len(u), bool)
-            if not known.all():
+            u, _ = user_map(r.users, overwrite=r.owned)
+            i, known = item_map(r.items, overwrite=r.owned)
+            keep = None
+            if known is not None:
                 bad = int(np.flatnonzero(~known)[0])
                 if unknown_items == "error":
                     raise DataError(
-                        f"{_where(r, bad)}: item {snippet(items_raw[bad].item())} of domain {name!r} split {split!r} "
-                        f"never occurs in that domain's train split ({int((~known).sum())} such rows); pass "
+                        f"{_where(r, bad)}: item {snippet(_raw(r.items, item_ids, bad))} of domain {name!r} split "
+                        f"{split!r} never occurs in that domain's train split ({int((~known).sum())} such rows); pass "
                         f"unknown_items='drop' to filter them (counted in dataset.notes)"
                     )
                 notes.append(f"{name}/{split}: dropped {int((~known).sum())} interactions whose item is not in train")
-                keep &= known
-            i = np.where(known, i, 0).astype(np.int32)
-            if duplicates != "keep":
-                key = u.astype(np.int64) * (item_ids.size + 1) + i
-                key = np.where(keep, key, -1)
-                _, first = np.unique(key, return_index=True)
-                dup = np.ones(len(u), bool)
-                dup[first] = False
-                dup &= keep
-                if dup.any():
-                    if duplicates == "error":
-                        row = int(np.flatnonzero(dup)[0])
-                        raise DataError(
-                            f"{_where(r, row)}: duplicate interaction (user {snippet(users_raw[row].item())}, item "
-                            f"{snippet(items_raw[row].item())}) in domain {name!r} split {split!r}"
-                        )
-                    notes.append(f"{name}/{split}: dropped {int(dup.sum())} duplicate interactions (kept the first)")
-                    keep &= ~dup
+                keep = known
+            dup = None if duplicates == "keep" else idmap.repeated_rows(u, i, item_ids.size, keep)
+            if dup is not None:
+                if duplicates == "error":
+                    row = int(np.flatnonzero(dup)[0])
+                    raise DataError(
+                        f"{_where(r, row)}: duplicate interaction (user {snippet(user_ids[u[row]].item())}, "
+                        f"item {snippet(item_ids[i[row]].item())}) in domain {name!r} split {split!r}"
+                    )
+                notes.append(f"{name}/{split}: dropped {int(dup.sum())} duplicate interactions (kept the first)")
+                keep = ~dup if keep is None else keep & ~dup
             inter = Interactions(u, i, r.ratings, r.timestamps)
-            out[split] = inter if keep.all() else inter.take(keep)
+            if keep is not None:
+                inter = Interactions(*(_compact(a, keep) for a in inter)) if r.owned else inter.take(keep)
+            out[split] = inter
         domains[name] = Domain(name=name, n_items=int(item_ids.size), splits=out, item_ids=item_ids)
     return CrossDomainDataset(domains, int(user_ids.size), user_ids, tuple(notes))
 

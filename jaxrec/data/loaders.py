@@ -16,7 +16,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from jaxrec.data import parse
+from jaxrec.data import chunks, parse
 from jaxrec.data.build import RawSplit, check_options, from_raw
 from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, snippet
 from jaxrec.data.tables import from_table
@@ -56,7 +56,13 @@ def _tsv_width(path: pathlib.Path, text: parse.TextLines) -> int:
 
 
 def _read_tsv(path: pathlib.Path, *, integer_ids: bool = True) -> RawSplit:
-    """Reads ``user<TAB>item[<TAB>rating[<TAB>timestamp]]`` lines (an empty file is an empty split)."""
+    """Reads ``user<TAB>item[<TAB>rating[<TAB>timestamp]]`` lines (an empty file is an empty split): integer ids
+    in chunks (:func:`jaxrec.data.chunks.read_int_tsv`), else, or for a file the chunked reader leaves to it,
+    with the strict reader of :mod:`jaxrec.data.parse` (which names the line of any problem)."""
+    if integer_ids:
+        cols = chunks.read_int_tsv(path)
+        if cols is not None:
+            return RawSplit(*cols[:4], source=str(path), lines=cols.lines, owned=True)
     text = parse.read_lines(path)
     width = _tsv_width(path, text)
     cols = parse.split_columns(text.lines, width)

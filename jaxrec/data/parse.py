@@ -47,14 +47,14 @@ class Source:
 
     Attributes:
       name: a file path or a description (``"<DataFrame>"``, ``"domain 'a' split 'train'"``).
-      lines: optional ``int64 [n]`` number of each row in its source, e.g. its 1-based line in the file (else
-        messages name the 0-based position ``r``).
+      lines: optional ``int64 [n]`` (or a :class:`LineNumbers`) number of each row in its source, e.g. its
+        1-based line in the file (else messages name the 0-based position ``r``).
       text: optional ``[n]`` text of each row, quoted (cut) at the end of a message.
       unit: what ``lines`` count: ``"line"`` (of a file) or ``"row"`` (of a table).
     """
 
     name: str
-    lines: np.ndarray | None = None
+    lines: np.ndarray | LineNumbers | None = None
     text: Sequence[str] | None = None
     unit: str = "line"
 
@@ -125,6 +125,26 @@ def _decode(path: pathlib.Path, data: bytes) -> str:
     if "\r" in text:
         text = text.replace("\r\n", "\n").replace("\r", "\n")
     return text
+
+
+class LineNumbers:
+    """The 1-based line numbers of the non-blank lines of a file, held as the numbers of its blank lines only.
+
+    ``lines[r]`` is the number of the ``r``-th non-blank line (an int, or an ``int64`` array for an array of
+    rows), as the ``int64 [n]`` array ``TextLines.numbers`` would give, without 8 bytes per line.
+
+    Args:
+      blank: ``int [b]`` sorted 1-based numbers of the blank lines.
+    """
+
+    def __init__(self, blank: np.ndarray):
+        blank = np.asarray(blank, np.int64)
+        self._before = blank - np.arange(blank.size)  # non-blank lines before each blank one, plus 1
+
+    def __getitem__(self, rows):
+        rows = np.asarray(rows, np.int64)
+        out = rows + 1 + np.searchsorted(self._before, rows + 1, side="right")
+        return int(out) if out.ndim == 0 else out
 
 
 class TextLines(NamedTuple):

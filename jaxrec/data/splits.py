@@ -12,7 +12,7 @@ import dataclasses
 
 import numpy as np
 
-from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, Interactions
+from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, Interactions, distinct_ids
 
 
 def _check_fraction(name: str, value: float):
@@ -57,8 +57,10 @@ def cold_start_split(
     _check_fraction("fraction", fraction)
     _check_fraction("valid_fraction", valid_fraction)
     all_target = Interactions.concat([ds.interactions(target, s) for s in ds.splits(target)])
-    src_users = np.unique(Interactions.concat([ds.interactions(source, s) for s in ds.splits(source)]).users)
-    overlap = np.intersect1d(src_users, np.unique(all_target.users))
+    src_users = distinct_ids(
+        Interactions.concat([ds.interactions(source, s) for s in ds.splits(source)]).users, ds.n_users
+    )
+    overlap = np.intersect1d(src_users, distinct_ids(all_target.users, ds.n_users), assume_unique=True)
     if overlap.size == 0:
         raise DataError(f"cold_start_split: domains {source!r} and {target!r} share no users")
     rng = np.random.default_rng(seed)

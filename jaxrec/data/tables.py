@@ -3,8 +3,9 @@ Parquet file, one row per interaction naming its user, item and domain (optional
 
 A CSV/TSV file goes through the file checks of every loader (:func:`jaxrec.data.parse.read_lines`), then
 pandas reads every cell as a string, so ids from a CSV/TSV are strings; ids from a DataFrame or a Parquet file
-keep their type (integers, whole floats or strings). Messages name a row by its file line (CSV/TSV) or by its
-0-based position (DataFrame, Parquet).
+keep their type (integers, whole floats or strings). A Parquet file is read through
+``pyarrow.dataset``, only the columns a role reads (:mod:`jaxrec.data.parquet`). Messages name a row by its file
+line (CSV/TSV) or by its 0-based position (DataFrame, Parquet).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from jaxrec.data import parse
+from jaxrec.data import parquet, parse
 from jaxrec.data.build import RawSplit, check_options, from_raw
 from jaxrec.data.dataset import SPLITS, CrossDomainDataset, DataError, snippet
 
@@ -39,10 +40,10 @@ def _roles(columns: Mapping[str, Any] | None) -> dict[str, Any]:
     return {role: columns.get(role, role) for role in ROLES}
 
 
-def _read(table: Any, pd: Any) -> tuple[Any, parse.Source]:
-    """The table as a DataFrame, and where its rows come from."""
+def _read(table: Any, pd: Any, wanted: list) -> tuple[parquet.Table, parse.Source]:
+    """The columns ``wanted`` of the table (those present), and where its rows come from."""
     if isinstance(table, pd.DataFrame):
-        return table, parse.Source("<DataFrame>", np.arange(len(table)), unit="row")
+        return _frame_table(table, wanted), parse.Source("<DataFrame>", np.arange(len(table)), unit="row")
     if not isinstance(table, (str, os.PathLike)):
         raise DataError(
             f"table: expected a pandas DataFrame or the path of a .csv, .tsv or .parquet file, got "
@@ -51,14 +52,8 @@ def _read(table: Any, pd: Any) -> tuple[Any, parse.Source]:
     path = pathlib.Path(table)
     suffix = path.suffix.lower()
     if suffix == ".parquet":
-        parse.check_file(path)
-        try:
-            frame = pd.read_parquet(path)
-        except ImportError:
-            raise
-        except Exception as e:  # pyarrow's errors share no base class narrower than Exception
-            raise DataError(f"{path}: not a readable Parquet file: {snippet(str(e))}") from e
-        return frame, parse.Source(str(path), np.arange(len(frame)), unit="row")
+        read = parquet.read_parquet(path, wanted)
+        return read, parse.Source(str(path), np.arange(read.n_rows), unit="row")
     if suffix not in (".csv", ".tsv"):
         parse.check_file(path)
         raise DataError(f"{path}: unsupported table format {snippet(path.suffix)}; expected .csv, .tsv or .parquet")
@@ -84,17 +79,49 @@ def _read(table: Any, pd: Any) -> tuple[Any, parse.Source]:
         ) from None
     except ValueError as e:  # pandas' ParserError is a ValueError
         raise DataError(f"{path}: not a well-formed {kind} table: {snippet(str(e).strip())}") from None
+    read = _frame_table(frame, wanted)
     if len(text.lines) == len(frame) + 1:  # one line per row: messages can name the line
-        return frame, parse.Source(str(path), text.numbers[1:], text.lines[1:])
-    return frame, parse.Source(str(path), np.arange(1, len(frame) + 1), unit="data row")
+        return read, parse.Source(str(path), text.numbers[1:], text.lines[1:])
+    return read, parse.Source(str(path), np.arange(1, len(frame) + 1), unit="data row")
 
 
-def _present(series: Any, what: str, src: parse.Source) -> np.ndarray:
+def _present(col: parquet.Column, what: str, src: parse.Source) -> np.ndarray:
     """The values of a column, refusing a missing one (an empty cell of a short CSV row, NaN, None)."""
-    missing = np.asarray(series.isna())
-    if missing.any():
-        raise src.error(int(np.argmax(missing)), f"{what} is missing (an empty cell, NaN or None)")
-    return series.to_numpy()
+    if col.missing.any():
+        raise src.error(int(np.argmax(col.missing)), f"{what} is missing (an empty cell, NaN or None)")
+    return col.values
+
+
+def _labels(col: parquet.Column, what: str, src: parse.Source) -> tuple[np.ndarray, np.ndarray]:
+    """A domain or split column as ``(names str [k] sorted, codes int64 [n])``: row ``r`` is ``names[codes[r]]``.
+
+    A dictionary-encoded column is checked once per distinct value; any problem is then named at its first row.
+    """
+    values = _present(col, what, src)
+    if col.codes is not None:
+        distinct = [str(v) for v in col.distinct]
+        try:
+            parse.str_ids(distinct, what, parse.Source(src.name))
+        except DataError:
+            pass  # the row-by-row check below names the first bad row
+        else:
+            names, inverse = np.unique(np.array(distinct, dtype=str), return_inverse=True)
+            return names, inverse.astype(np.int64)[col.codes]
+    labels = parse.str_ids([str(v) for v in values], what, src)
+    names, codes = np.unique(labels, return_inverse=True)
+    return names, codes.astype(np.int64)
+
+
+def _frame_table(frame: Any, wanted: list) -> parquet.Table:
+    """The role columns of a DataFrame as a :class:`~jaxrec.data.parquet.Table` (a name held twice is left out:
+    it is refused by name)."""
+    names = list(frame.columns)
+    columns = {}
+    for name in dict.fromkeys(wanted):
+        if sum(1 for n in names if n == name) == 1:
+            series = frame[name]
+            columns[name] = parquet.Column(series.to_numpy(), np.asarray(series.isna()))
+    return parquet.Table(columns, names, len(frame))
 
 
 def from_table(
@@ -130,46 +157,49 @@ def from_table(
         import pandas as pd
     except ImportError as e:  # pragma: no cover - exercised only without pandas
         raise ImportError("from_table needs pandas: pip install 'jaxrec[tables]'") from e
-    frame, src = _read(table, pd)
+    table, src = _read(table, pd, [names[role] for role in ROLES])
     for role in ("user", "item", "domain"):
-        if names[role] not in frame.columns:
+        if names[role] not in table.names:
             raise DataError(
-                f"{src.name}: no column {snippet(names[role])} for role {role!r}; columns are "
-                f"{snippet(list(frame.columns))}"
+                f"{src.name}: no column {snippet(names[role])} for role {role!r}; columns are {snippet(table.names)}"
             )
-    present = {role: names[role] for role in ROLES if names[role] in frame.columns}
+    present = {role: names[role] for role in ROLES if names[role] in table.names}
     readers: dict[Any, str] = {}
     for role, col in present.items():
         if col in readers:
             raise DataError(f"{src.name}: roles {readers[col]!r} and {role!r} both read column {snippet(col)}")
         readers[col] = role
-        if int(np.sum(frame.columns == col)) > 1:
+        if sum(1 for name in table.names if name == col) > 1:
             raise DataError(f"{src.name}: column {snippet(col)} appears more than once")
-    if len(frame) == 0:
+    if table.n_rows == 0:
         raise DataError(f"{src.name}: the table has no rows")
+    cols = table.columns
 
-    domain = parse.str_ids([str(v) for v in _present(frame[present["domain"]], "domain", src)], "domain", src)
+    domains, domain = _labels(cols[present["domain"]], "domain", src)
     if "split" in present:
-        split = parse.str_ids([str(v) for v in _present(frame[present["split"]], "split", src)], "split", src)
-        unknown = ~np.isin(split, SPLITS)
+        splits, split = _labels(cols[present["split"]], "split", src)
+        unknown = ~np.isin(splits, SPLITS)
         if unknown.any():
-            row = int(np.argmax(unknown))
-            raise src.error(row, f"split {snippet(str(split[row]))} is not one of {SPLITS}")
+            row = int(np.argmax(unknown[split]))
+            raise src.error(row, f"split {snippet(str(splits[split[row]]))} is not one of {SPLITS}")
     else:
-        split = np.full(len(frame), "train")
-    users = parse.array_ids(_present(frame[present["user"]], "user id", src), "user id", src)
-    items = parse.array_ids(_present(frame[present["item"]], "item id", src), "item id", src)
+        splits, split = np.array(["train"]), np.zeros(table.n_rows, np.int64)
+    users = parse.array_ids(_present(cols[present["user"]], "user id", src), "user id", src)
+    items = parse.array_ids(_present(cols[present["item"]], "item id", src), "item id", src)
     ratings = timestamps = None
     if "rating" in present:
-        ratings = parse.array_numbers(_present(frame[present["rating"]], "rating", src), "rating", src)
+        ratings = parse.array_numbers(_present(cols[present["rating"]], "rating", src), "rating", src)
         ratings = parse.as_float32(ratings, "rating", src)
     if "timestamp" in present:
-        timestamps = parse.array_numbers(_present(frame[present["timestamp"]], "timestamp", src), "timestamp", src)
+        timestamps = parse.array_numbers(_present(cols[present["timestamp"]], "timestamp", src), "timestamp", src)
 
     raw: dict[str, dict[str, RawSplit]] = {}
-    groups = pd.DataFrame({"domain": domain, "split": split}).groupby(["domain", "split"], sort=True).indices
-    for (dom, part), rows in groups.items():
-        raw.setdefault(str(dom), {})[str(part)] = RawSplit(
+    group = domain.astype(np.int64) * splits.size + split
+    order = np.argsort(group, kind="stable")
+    bounds = np.flatnonzero(np.diff(group[order])) + 1
+    for rows in np.split(order, bounds):
+        dom, part = divmod(int(group[rows[0]]), splits.size)
+        raw.setdefault(str(domains[dom]), {})[str(splits[part])] = RawSplit(
             users[rows],
             items[rows],
             None if ratings is None else ratings[rows],
@@ -177,5 +207,6 @@ def from_table(
             source=src.name,
             lines=src.lines[rows],
             unit=src.unit,
+            owned=True,
         )
     return from_raw(raw, unknown_items=unknown_items, duplicates=duplicates)

@@ -11,7 +11,15 @@ import numpy as np
 from jaxrec import checks
 from jaxrec.data import CrossDomainDataset
 from jaxrec.evaluate.options import seen_exclusions
-from jaxrec.evaluate.scorers import Scorer, check_flags, check_scorer, jit_for, topk_batch, user_batches
+from jaxrec.evaluate.scorers import (
+    Scorer,
+    batch_rows,
+    check_flags,
+    check_scorer,
+    jit_for,
+    topk_batch,
+    user_batches,
+)
 from jaxrec.topk.inputs import check_flag
 
 __all__ = ["recommend", "topk_lists"]
@@ -32,7 +40,7 @@ def topk_lists(
     fn = jit_for(scorer.users_fn, topk_batch)
     out = [
         (hi - lo, fn(scorer.users_fn, scorer.items, u, ex, k=k, n_items=n_items))
-        for lo, hi, u, ex in user_batches(users, exclude, batch_size)
+        for lo, hi, u, ex in user_batches(users, exclude, batch_rows(scorer, batch_size, n_items))
     ]  # all dispatched, then fetched
     if check_finite:
         check_flags(users, [(n, f) for n, (_, _, f) in out], scorer, where)

@@ -22,6 +22,12 @@ and once for all calls when ``users_fn`` is a :class:`jax.tree_util.Partial` ove
 scorers of :mod:`jaxrec.evaluate.scorers` are. Options are checked first (:mod:`jaxrec.evaluate.options`),
 then the batch functions are traced on the first batch's shapes, then the protocols run; with
 ``check_finite`` the per-user finite flags of every batch are read with its results.
+
+Full ranking never holds a users × items matrix: users go through the top-``K`` kernel in batches, and an
+embedding scorer's items stream through it in chunks (``[B, C]`` score tiles, :func:`jaxrec.topk.similarity_topk`);
+a dense scorer's batches are cut so that its ``[B, N]`` tile stays within ``scorers.TILE_FLOATS`` floats
+(:func:`~jaxrec.evaluate.scorers.batch_rows`). Memory is then ``O(B·(C + K) + N·d)`` on the device, and the
+host holds ``[U, m]`` exclusions and ``[U, P]`` held-out items.
 """
 
 from __future__ import annotations
@@ -37,6 +43,7 @@ from jaxrec.data import CrossDomainDataset
 from jaxrec.evaluate.options import PROTOCOLS, Plan, check_options, round_width
 from jaxrec.evaluate.scorers import (
     Scorer,
+    batch_rows,
     batches,
     check_flags,
     check_scorer,
@@ -67,7 +74,7 @@ def _full_ranking(scorer, top, ds, target, split, plan: Plan, where: str) -> dic
     heldout = ds.seen(target, split)
     positives = heldout.to_padded(selected, width=round_width(int(heldout.lengths[selected].max())))
     parts, flags = [], []
-    for lo, hi, u, ex in user_batches(selected, plan.exclude, plan.batch_size):
+    for lo, hi, u, ex in user_batches(selected, plan.exclude, batch_rows(scorer, plan.batch_size, n_items)):
         _, indices, finite = top(scorer.users_fn, scorer.items, u, ex, k=max(ks), n_items=n_items)
         where_real = pad_rows(np.ones(hi - lo, bool), u.shape[0], False)
         pos = pad_rows(positives[lo:hi], u.shape[0], -1)
@@ -149,7 +156,7 @@ def _trace_first_batches(scorer, top, pairs, ds, target, split, plan: Plan) -> N
     n_items = ds.n_items(target)
     fn = scorer.users_fn
     if "full" in plan.protocols:
-        b = min(plan.batch_size, plan.selected.shape[0])
+        b = min(batch_rows(scorer, plan.batch_size, n_items), plan.selected.shape[0])
         u = np.zeros((b,), np.int32)
         ex = np.zeros((b, plan.exclude.shape[1]), np.int32)
         jax.eval_shape(lambda items, u, ex: top(fn, items, u, ex, k=max(plan.ks), n_items=n_items), scorer.items, u, ex)
@@ -201,7 +208,8 @@ def evaluate(
         n_negatives: negatives per held-out pair (999 in the published protocol).
         seeds: one sampled run per seed (the negatives are a function of the seed).
         protocols: any of ``"full"``, ``"sampled"``.
-        batch_size: users per jitted batch; pairs per batch are capped so one gather holds at most 2**24
+        batch_size: users per jitted batch (a dense scorer's are capped so that one ``[B, N]`` score tile holds
+            at most ``scorers.TILE_FLOATS`` floats); pairs per batch are capped so one gather holds at most 2**24
             floats.
         check_finite: refuse a scorer whose item table holds ``NaN`` / ``±inf`` (checked once, up front) or
             whose ``users_fn`` returns such values (dense scores: ``NaN``) for an evaluated user: each batch

@@ -36,6 +36,7 @@ from jaxrec.topk.inputs import describe_rows, require_finite
 
 __all__ = [
     "Scorer",
+    "batch_rows",
     "batches",
     "check_flags",
     "check_scorer",
@@ -291,6 +292,20 @@ def jit_for(users_fn, impl):
 
 # --------------------------------------------------------------------------------------------------
 # Fixed-size batches on the host, and the check of their finite flags.
+
+
+# Most float32 scores a dense scorer (``items=None``) returns at once: its user batches are cut to
+# ``TILE_FLOATS // N`` users, so that one ``[b, N]`` score tile stays within 128 MiB whatever the catalogue.
+TILE_FLOATS = 1 << 25
+
+
+def batch_rows(scorer: Scorer, batch_size: int, n_items: int) -> int:
+    """Users per jitted batch: ``batch_size``, or for a dense scorer at most ``TILE_FLOATS // n_items`` (at least
+    1). An embedding scorer never builds a ``[b, N]`` tile for large ``N``: :func:`jaxrec.topk.similarity_topk`
+    streams the items in chunks."""
+    if scorer.items is not None:
+        return batch_size
+    return max(1, min(batch_size, TILE_FLOATS // max(n_items, 1)))
 
 
 def batches(n: int, batch_size: int):
