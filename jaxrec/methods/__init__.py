@@ -52,6 +52,7 @@ from jaxrec.methods import (
 from jaxrec.methods.baselines import PopularityConfig, train_popularity
 from jaxrec.methods.common import (
     PARALLEL,
+    TASK_LOSSES,
     Method,
     Trained,
     bpr_objective,
@@ -64,6 +65,7 @@ from jaxrec.methods.common import (
     make_config,
     pair_outputs,
     tag_phase,
+    task_objective,
     train_config,
     valid_evaluator,
     warm_or_popularity,
@@ -211,6 +213,7 @@ __all__ = [
     "run",
     # the recipe toolkit (common)
     "PARALLEL",
+    "TASK_LOSSES",
     "bpr_objective",
     "check_pair",
     "check_parallel",
@@ -220,6 +223,7 @@ __all__ = [
     "has_history",
     "pair_outputs",
     "tag_phase",
+    "task_objective",
     "train_config",
     "valid_evaluator",
     "warm_or_popularity",
