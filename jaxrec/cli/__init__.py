@@ -15,6 +15,9 @@
   overlap statistics); ``--plots`` adds ``RUN/plots/domain_gaps.png``.
 * ``jaxrec sweep --method mmd --lam 0.1 0.3 1 3 [--data DIR --source S --target T]`` — train several
   configurations in one vmapped program (default data: the embedded synthetic set) and print a table.
+* ``jaxrec tune --data DIR --source S --target T --method M --budget 600 --out chosen.json`` — search the recipe's
+  grid (``jaxrec.sweep.TUNE_GRIDS``) on the target's valid cold users within the budget and write the chosen
+  config, which ``jaxrec train ... --config chosen.json`` applies (an existing file needs ``--overwrite``).
 * ``jaxrec methods`` — list the recipes and their default configs.
 * ``jaxrec data --data DIR [--link-test S T]`` — load a directory-format dataset and print its summary (and a
   permutation test of whether its overlapping users are really the same people in both domains).

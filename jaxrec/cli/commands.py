@@ -8,7 +8,7 @@ import pathlib
 import time
 
 from jaxrec import data as _data
-from jaxrec.cli.options import check_data_dir, command_config, load_data, resume_command, shown
+from jaxrec.cli.options import check_data_dir, command_config, load_data, parse_sets, resume_command, shown
 from jaxrec.methods import common
 from jaxrec.runs import layout
 
@@ -21,6 +21,7 @@ __all__ = [
     "cmd_methods",
     "cmd_sweep",
     "cmd_train",
+    "cmd_tune",
     "format_table",
     "print_metrics",
 ]
@@ -260,6 +261,48 @@ def cmd_sweep(args) -> int:
         ds, source=source, target=target, config=config, lam=args.lam, learning_rate=args.lr, seed=args.seeds
     )
     print(sweep.sweep_table(result))
+    return 0
+
+
+def cmd_tune(args) -> int:
+    from jaxrec import methods, runs, sweep
+
+    # -- every option, then --out, then the data: all before any training --
+    recipe = methods.get_method(args.method)
+    _, base = command_config(args, recipe.default_config, owner=f"method {args.method!r}")
+    base.pop("progress", None)
+    grid = None
+    if args.grid:
+        grid = {}
+        for key, text in parse_sets(args.grid).items():
+            values = [v.strip() for v in text.split(",") if v.strip()]
+            grid[key] = [methods.make_config(recipe.default_config, {key: v}, from_strings=True) for v in values]
+            grid[key] = [getattr(c, key) for c in grid[key]]
+    if args.source == args.target:
+        raise ValueError(f"--source and --target must differ, both are {shown(args.source)}")
+    sweep.search.check_out(args.out, args.overwrite)
+    ds = load_data(args)
+    runs.check_trainable(ds, method=args.method, source=args.source, target=args.target)
+    result = sweep.tune(
+        args.method,
+        ds,
+        source=args.source,
+        target=args.target,
+        grid=grid,
+        budget_s=args.budget,
+        seeds=args.seeds,
+        base=base,
+        out=args.out,
+        overwrite=args.overwrite,
+        log=lambda line: print(line, flush=True),
+    )
+    print(
+        f"chosen: {result.chosen or '(the defaults)'}; valid score {result.valid['score']:.4f} (start "
+        f"{result.start['score']:.4f}) in {result.seconds:.0f} s"
+    )
+    if result.skipped:
+        print(f"skipped (budget): {result.skipped}")
+    print(f"wrote {args.out} (use: jaxrec train ... --method {args.method} --config {args.out})")
     return 0
 
 

@@ -18,6 +18,7 @@ from jaxrec.cli.commands import (
     cmd_methods,
     cmd_sweep,
     cmd_train,
+    cmd_tune,
 )
 from jaxrec.cli.options import (
     SHARED_USERS_HELP,
@@ -66,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--epochs", type=positive_int_arg, default=None, help="maximum epochs (default: the method's)")
     p.add_argument("--seed", type=seed_arg, default=0, help="random seed (default 0)")
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config fields, e.g. --set dim=128 lam=0.5")
+    p.add_argument("--config", default=None, metavar="FILE", help="config fields from a JSON file (jaxrec tune --out)")
     p.add_argument(
         "--out", default=None, help="run directory, new or empty (default runs/<method>-<source>-<target>-seed<seed>)"
     )
@@ -114,6 +116,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="override config fields")
     p.add_argument("--no-progress", action="store_true", help="hide progress bars")
     p.set_defaults(func=cmd_sweep)
+    p = sub.add_parser("tune", help="search a recipe's grid on the target's valid cold users within a time budget")
+    p.add_argument("--data", required=True, help="folder with <domain>/{train,valid,test}.txt")
+    p.add_argument("--source", required=True, help="source domain (the cold users' history)")
+    p.add_argument("--target", required=True, help="target domain (its valid cold users are measured)")
+    p.add_argument("--method", required=True, help="recipe name (see `jaxrec methods`)")
+    p.add_argument("--shared-users", type=shared_users_arg, default=None, help=SHARED_USERS_HELP)
+    p.add_argument("--budget", type=positive_float_arg, default=600.0, help="seconds for the search (default 600)")
+    p.add_argument("--seeds", type=seed_arg, nargs="+", default=[0], help="training seeds per trial (default 0)")
+    p.add_argument(
+        "--grid",
+        nargs="*",
+        metavar="KEY=V1,V2",
+        help="searched values per field, in order (default: the recipe's grid, jaxrec.sweep.TUNE_GRIDS)",
+    )
+    p.add_argument("--set", nargs="*", metavar="KEY=VALUE", help="fields every trial starts from")
+    p.add_argument("--out", required=True, help="JSON file for the chosen config (jaxrec train --config FILE)")
+    p.add_argument("--overwrite", action="store_true", help="replace --out when it exists")
+    p.set_defaults(func=cmd_tune, epochs=None, no_progress=True)
     p = sub.add_parser("methods", help="list the recipes")
     p.add_argument("-v", "--verbose", action="store_true", help="also print each default config")
     p.set_defaults(func=cmd_methods)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import math
 import pathlib
 import re
@@ -19,6 +20,7 @@ __all__ = [
     "SHARED_USERS_HELP",
     "check_data_dir",
     "command_config",
+    "read_config_file",
     "load_data",
     "non_negative_float_arg",
     "parse_sets",
@@ -119,10 +121,40 @@ def parse_sets(pairs: list[str]) -> dict[str, str]:
     return out
 
 
+def read_config_file(path: str, method: str) -> dict:
+    """``--config FILE``: the ``{field: value}`` of a JSON file written by ``jaxrec tune`` (its ``"set"`` entry;
+    a file holding only a ``{field: value}`` object is read as that). A file naming another method is refused.
+
+    Raises:
+      FileNotFoundError, ValueError: a missing file, not JSON, not an object, or another method.
+    """
+    file = pathlib.Path(path)
+    if not file.is_file():
+        raise FileNotFoundError(f"--config {path}: file not found")
+    try:
+        record = json.loads(file.read_text(encoding="utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise ValueError(f"--config {path}: not a JSON file ({e})") from None
+    if not isinstance(record, dict):
+        raise ValueError(f"--config {path}: expected a JSON object, got {type(record).__name__}")
+    if "set" in record:
+        if record.get("method", method) != method:
+            raise ValueError(f"--config {path} was chosen for method {record['method']!r}, not {method!r}")
+        record = record["set"]
+        if not isinstance(record, dict):
+            raise ValueError(f'--config {path}: its "set" entry must be an object of field -> value')
+    return record
+
+
 def command_config(args, default_config, *, owner: str):
-    """``(config, overrides)``: ``--set``, ``--epochs``, ``--seed`` and ``--no-progress`` over ``default_config``,
-    every value checked against its field's type before any data is loaded."""
+    """``(config, overrides)``: ``--config FILE``, then ``--set``, ``--epochs``, ``--seed`` and ``--no-progress``
+    over ``default_config``, every value checked against its field's type before any data is loaded."""
     fields = {f.name for f in dataclasses.fields(default_config)}
+    from_file: dict = {}
+    if getattr(args, "config", None):
+        from_file = read_config_file(args.config, args.method)
+        default_config = common.make_config(default_config, from_file, owner=f"{owner} (--config {args.config})")
+        from_file = {k: getattr(default_config, k) for k in from_file}
     overrides: dict = parse_sets(args.set or [])
     if "seed" in overrides and getattr(args, "seed", None) is not None:
         raise ValueError(f"--set seed={shown(overrides['seed'])[1:-1]}: give the seed with --seed")
@@ -135,7 +167,7 @@ def command_config(args, default_config, *, owner: str):
     if "progress" in fields and args.no_progress:
         overrides.setdefault("progress", False)
     config = common.make_config(default_config, overrides, from_strings=True, owner=owner)
-    return config, {k: getattr(config, k) for k in overrides}
+    return config, {k: getattr(config, k) for k in {**from_file, **overrides}}
 
 
 def resume_command(args) -> str:

@@ -55,6 +55,7 @@ from jaxrec.methods.baselines import PopularityConfig, train_popularity
 from jaxrec.methods.common import (
     KINDS,
     PARALLEL,
+    TASK_LOSSES,
     Method,
     Trained,
     bpr_objective,
@@ -67,6 +68,7 @@ from jaxrec.methods.common import (
     make_config,
     pair_outputs,
     tag_phase,
+    task_objective,
     train_config,
     valid_evaluator,
     warm_or_popularity,
@@ -231,6 +233,7 @@ __all__ = [
     "run",
     # the recipe toolkit (common)
     "PARALLEL",
+    "TASK_LOSSES",
     "bpr_objective",
     "check_pair",
     "check_parallel",
@@ -240,6 +243,7 @@ __all__ = [
     "has_history",
     "pair_outputs",
     "tag_phase",
+    "task_objective",
     "train_config",
     "valid_evaluator",
     "warm_or_popularity",

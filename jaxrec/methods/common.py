@@ -4,10 +4,11 @@ A recipe is a config dataclass plus ``train(ds, *, source, target, config) -> Tr
 what recipes share: the result and registry records (:class:`Trained`, :class:`Method`), argument checks
 (:func:`check_pair`, :func:`check_parallel`, :func:`check_seed`), config overrides checked against each field's
 declared type (:func:`make_config`, what ``methods.run`` and ``jaxrec train --set`` go through), the joint
-training data (:func:`domain_batches`), the BPR objective and the output record every recipe model returns
-(:func:`bpr_objective`, :func:`pair_outputs`), parameter creation at init (:func:`create_every_table`), the train
-configuration and the early-stopping measure (:func:`train_config`, :func:`valid_evaluator`), and the scorer that
-ranks users without history by popularity (:func:`fallback_scorer` over :func:`warm_or_popularity`).
+training data (:func:`domain_batches`), the task objective (``task_loss``: softmax, sampled softmax or BPR, from
+:mod:`jaxrec.methods.retrieval`) and the output record every pair recipe model returns (:func:`task_objective`,
+:func:`bpr_objective`, :func:`pair_outputs`), parameter creation at init (:func:`create_every_table`), the train
+configuration and the early-stopping measure (:func:`train_config`, :func:`valid_evaluator`), and the scorer
+that ranks users without history by popularity (:func:`fallback_scorer` over :func:`warm_or_popularity`).
 
 Axis conventions: ``U`` = users of the shared id space, ``N`` = items of one domain, ``B`` = rows of a batch,
 ``n`` = negatives per positive, ``D`` = embedding width.
@@ -39,14 +40,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import batching, losses
+from jaxrec import batching
 from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset, DataError
+from jaxrec.methods.retrieval import TASK_LOSSES, task_objective
 
 __all__ = [
     "KINDS",
     "PARALLEL",
+    "TASK_LOSSES",
     "Method",
     "Trained",
     "bpr_objective",
@@ -60,6 +63,7 @@ __all__ = [
     "make_config",
     "pair_outputs",
     "tag_phase",
+    "task_objective",
     "train_config",
     "valid_evaluator",
     "warm_or_popularity",
@@ -359,10 +363,16 @@ def create_every_table(
 
 
 def pair_outputs(
-    h: jax.Array, pos_item: jax.Array, neg_item: jax.Array, mask: jax.Array, reg: tuple[jax.Array, ...]
+    h: jax.Array,
+    pos_item: jax.Array,
+    neg_item: jax.Array,
+    mask: jax.Array,
+    reg: tuple[jax.Array, ...],
+    *,
+    items: jax.Array | None = None,
 ) -> dict[str, jax.Array]:
-    """The output record of one domain's batch, the format every recipe model returns and :func:`bpr_objective`
-    reads.
+    """The output record of one domain's batch, the format every pair recipe model returns and
+    :func:`task_objective` reads.
 
     Args:
       h: ``[B, D]`` user vectors.
@@ -371,19 +381,25 @@ def pair_outputs(
       mask: ``bool [B]``, False on padding rows.
       reg: ``(user [B, D], pos_item [B, D], neg_item [B, n, D])``, what the objective's L2 term penalizes (the
         vectors above, or the embeddings they are computed from).
+      items: ``[N, D]`` vectors of the domain's whole catalogue, as scored (needed by the softmax task losses).
 
     Returns:
-      ``{"pos" [B], "neg" [B, n], "user" [B, D], "pos_item" [B, D], "neg_item" [B, n, D], "mask" [B]}`` with
-      ``pos``/``neg`` the dot-product scores.
+      ``{"pos" [B], "neg" [B, n], "user" [B, D], "pos_item" [B, D], "neg_item" [B, n, D], "mask" [B], "h" [B, D],
+      "neg_vectors" [B, n, D]}`` (+ ``"items" [N, D]``) with ``pos``/``neg`` the dot-product scores.
     """
-    return {
+    out = {
         "pos": jnp.sum(h * pos_item, -1),
         "neg": jnp.einsum("bd,bnd->bn", h, neg_item),
         "user": reg[0],
         "pos_item": reg[1],
         "neg_item": reg[2],
         "mask": mask,
+        "h": h,
+        "neg_vectors": neg_item,
     }
+    if items is not None:
+        out["items"] = items
+    return out
 
 
 def bpr_objective(
@@ -394,42 +410,10 @@ def bpr_objective(
     model_kwargs: Callable[[jax.Array], dict] | None = None,
     discrepancy_options: Mapping[str, Any] | None = None,
 ) -> tr.Objective:
-    """The objective of the BPR recipes: per domain, masked-mean BPR plus ``l2`` × the mean squared norms of the
-    batch's vectors, and optionally ``λ·D`` on the model's ``"align"`` output.
-
-    Args:
-      l2: weight of ``‖user‖² + ‖pos_item‖² + mean_n ‖neg_item‖²`` (masked mean over the batch).
-      discrepancy: the alignment term, as :class:`jaxrec.train.Objective` takes it (a name, a callable or None).
-      lam: λ, a float or a schedule ``step -> λ``.
-      model_kwargs: optional ``step -> dict`` of extra model inputs (e.g. the gradient-reversal strength).
-      discrepancy_options: keyword options of the named discrepancy (``losses.get_discrepancy``).
-
-    Returns:
-      A :class:`jaxrec.train.Objective` whose task losses are ``{domain: scalar}`` for every domain record in the
-      model's outputs (:func:`pair_outputs`).
-    """
-
-    def task_loss(outputs, batch):
-        del batch
-        result = {}
-        for name, o in outputs.items():
-            if name == "align":
-                continue
-            bpr = losses.mean_where(losses.bpr(o["pos"], o["neg"]), where=o["mask"])
-            reg = (
-                jnp.sum(o["user"] ** 2, -1)
-                + jnp.sum(o["pos_item"] ** 2, -1)
-                + jnp.mean(jnp.sum(o["neg_item"] ** 2, -1), -1)
-            )
-            result[name] = bpr + l2 * losses.mean_where(reg, where=o["mask"])
-        return result
-
-    return tr.Objective(
-        task_loss,
-        discrepancy=discrepancy,
-        lam=lam,
-        model_kwargs=model_kwargs,
-        discrepancy_options=discrepancy_options,
+    """:func:`task_objective` with ``task_loss="bpr"``: per domain, masked-mean BPR plus ``l2`` × the mean
+    squared norms of the batch's vectors, and optionally ``λ·D`` on the model's ``"align"`` output."""
+    return task_objective(
+        l2, "bpr", discrepancy, lam, model_kwargs=model_kwargs, discrepancy_options=discrepancy_options
     )
 
 

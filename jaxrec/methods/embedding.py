@@ -29,8 +29,8 @@ from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset
 from jaxrec.methods.common import (
+    TASK_LOSSES,
     Trained,
-    bpr_objective,
     check_pair,
     check_parallel,
     check_seed,
@@ -39,6 +39,7 @@ from jaxrec.methods.common import (
     fallback_scorer,
     has_history,
     pair_outputs,
+    task_objective,
     train_config,
     valid_evaluator,
 )
@@ -69,6 +70,11 @@ class EmbeddingConfig:
       epochs: maximum epochs (an epoch = one pass over the largest domain).
       batch_size: positives per domain per step.
       n_negatives: uniformly drawn negatives per positive (never a seen item).
+      task_loss: the within-domain task loss: ``"bpr"`` (each positive against its ``n_negatives``),
+        ``"softmax"`` (full softmax over the domain's catalogue; sampled softmax when batch × catalogue exceeds
+        :data:`jaxrec.methods.retrieval.FULL_SOFTMAX_LIMIT`) or ``"sampled_softmax"`` (against the batch's
+        ``batch_size × n_negatives`` shared negatives, logQ-corrected); see
+        :func:`jaxrec.methods.retrieval.task_objective`.
       learning_rate: Adam learning rate.
       l2: L2 penalty on the batch's user and item embeddings (strong: with a few interactions per user, BPR-MF
         memorises at the customary 1e-4).
@@ -100,6 +106,7 @@ class EmbeddingConfig:
     epochs: int = 30
     batch_size: int = 1024
     n_negatives: int = 4
+    task_loss: str = "bpr"
     learning_rate: float = 1e-2
     l2: float = 1e-2
     discrepancy: str | Callable | None = None
@@ -124,6 +131,7 @@ class EmbeddingConfig:
         tower = checks.positive_ints("EmbeddingConfig.user_tower", self.user_tower, allow_empty=True)
         object.__setattr__(self, "user_tower", tower)
         check_seed("EmbeddingConfig.seed", self.seed)
+        checks.choice("EmbeddingConfig.task_loss", self.task_loss, TASK_LOSSES)
         if self.discrepancy_options is not None:
             object.__setattr__(self, "discrepancy_options", FrozenDict(self.discrepancy_options))
         tr.resolve_discrepancy(self.discrepancy, self.discrepancy_options)
@@ -178,7 +186,8 @@ class SharedEmbeddingModel(nn.Module):
             h = self.user_vectors(b["users"], k)
             pos_item = self.embed.items(b["items"], k)
             neg_item = self.embed.items(b["negatives"], k)
-            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
+            items = self.embed.item_table(k)
+            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item), items=items)
         if len(self.domains) >= 2 and self.domains[0] in batch and self.domains[1] in batch:
             s, t = out[self.domains[0]], out[self.domains[1]]
             n = self.align_size  # batches are shuffled: the first rows are a random subsample
@@ -196,14 +205,15 @@ MMD_OPTIONS = FrozenDict({"median_scales": (0.5, 1.0, 2.0), "median_rows": 128})
 
 
 def recipe_objective(config: EmbeddingConfig, *, joint: bool, total_steps: int) -> tr.Objective:
-    """BPR + L2 on every domain, plus ``λ·D`` of ``config.discrepancy`` when ``joint`` (more than one domain).
+    """``config.task_loss`` + L2 on every domain, plus ``λ·D`` of ``config.discrepancy`` when ``joint`` (more than
+    one domain).
 
     The alignment fields (including the adversarial schedule) come from :func:`jaxrec.train.alignment`.
     """
     if not joint:
-        return bpr_objective(config.l2)
+        return task_objective(config.l2, config.task_loss)
     terms = tr.alignment(config.discrepancy, config.lam, total_steps=total_steps, options=config.discrepancy_options)
-    return bpr_objective(config.l2, **terms)
+    return task_objective(config.l2, config.task_loss, **terms)
 
 
 def fit_embedding(

@@ -23,8 +23,8 @@ from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset
 from jaxrec.methods.common import (
+    TASK_LOSSES,
     Trained,
-    bpr_objective,
     check_pair,
     check_parallel,
     check_seed,
@@ -34,6 +34,7 @@ from jaxrec.methods.common import (
     has_history,
     pair_outputs,
     tag_phase,
+    task_objective,
     train_config,
     valid_evaluator,
 )
@@ -53,7 +54,12 @@ class FinetuneConfig:
       epochs: maximum phase-2 (fine-tuning) epochs, early-stopped on valid cold-user NDCG@10.
       freeze_users: freeze the user table in phase 2 (default). When False, the overlapping users' embeddings
         move too; cold users' rows still never change (they have no target interaction).
-      batch_size, n_negatives, l2: BPR training of both phases.
+      batch_size, n_negatives, l2: training of both phases.
+      task_loss: both phases' within-domain task loss: ``"bpr"`` (each positive against its ``n_negatives``),
+        ``"softmax"`` (full softmax over the domain's catalogue; sampled softmax when batch × catalogue exceeds
+        :data:`jaxrec.methods.retrieval.FULL_SOFTMAX_LIMIT`) or ``"sampled_softmax"`` (against the batch's
+        ``batch_size × n_negatives`` shared negatives, logQ-corrected); see
+        :func:`jaxrec.methods.retrieval.task_objective`.
       learning_rate: Adam learning rate of phase 1.
       finetune_learning_rate: Adam learning rate of phase 2.
       patience: phase 2 stops after this many epochs without a better valid cold-user NDCG@10.
@@ -67,6 +73,7 @@ class FinetuneConfig:
     freeze_users: bool = True
     batch_size: int = 1024
     n_negatives: int = 4
+    task_loss: str = "bpr"
     l2: float = 0.03
     learning_rate: float = 1e-2
     finetune_learning_rate: float = 1e-2
@@ -83,6 +90,7 @@ class FinetuneConfig:
             checks.fraction(f"FinetuneConfig.{name}", getattr(self, name), high=math.inf, closed="neither")
         checks.fraction("FinetuneConfig.l2", self.l2, high=math.inf, closed="left")
         check_seed("FinetuneConfig.seed", self.seed)
+        checks.choice("FinetuneConfig.task_loss", self.task_loss, TASK_LOSSES)
         if self.pretrain not in ("source", "both"):
             raise ValueError(f"FinetuneConfig.pretrain={self.pretrain!r}; expected 'source' or 'both'")
 
@@ -127,7 +135,9 @@ class _FreezableEmbeddingModel(nn.Module):
             b = batch[name]
             h = self._users(b["users"])
             pos_item, neg_item = self._items(b["items"], k), self._items(b["negatives"], k)
-            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
+            table = self.embed.item_table(k)
+            items = jax.lax.stop_gradient(table) if k in self.frozen_items else table
+            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item), items=items)
         return out
 
 
@@ -157,7 +167,7 @@ def train_finetune(
         items = params["embed"]["items_1"]["embedding"]
         return fallback_scorer(users, items, has_any, ds.item_popularity(target))
 
-    objective = bpr_objective(config.l2)
+    objective = task_objective(config.l2, config.task_loss)
     sizes = dict(batch_size=config.batch_size, n_negatives=config.n_negatives)
     pre_batches, pre_steps = domain_batches(ds, (source,) if config.pretrain == "source" else domains, **sizes)
     tgt_batches, tgt_steps = domain_batches(ds, (target,), **sizes)

@@ -25,13 +25,14 @@ from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset
 from jaxrec.methods.common import (
+    TASK_LOSSES,
     Trained,
-    bpr_objective,
     check_parallel,
     check_seed,
     domain_batches,
     fallback_scorer,
     has_history,
+    task_objective,
     train_config,
     valid_evaluator,
 )
@@ -48,6 +49,11 @@ class JointConfig:
       epochs: maximum epochs (an epoch = one pass over the larger domain).
       batch_size: positives per domain per step.
       n_negatives: uniformly drawn unseen negatives per positive.
+      task_loss: the within-domain task loss: ``"bpr"`` (each positive against its ``n_negatives``),
+        ``"softmax"`` (full softmax over the domain's catalogue; sampled softmax when batch × catalogue exceeds
+        :data:`jaxrec.methods.retrieval.FULL_SOFTMAX_LIMIT`) or ``"sampled_softmax"`` (against the batch's
+        ``batch_size × n_negatives`` shared negatives, logQ-corrected); see
+        :func:`jaxrec.methods.retrieval.task_objective`.
       learning_rate: Adam learning rate.
       l2: L2 penalty on the batch's user and item vectors.
       patience: early stopping after this many epochs without a better cold-user valid NDCG@10.
@@ -61,6 +67,7 @@ class JointConfig:
     epochs: int = 30
     batch_size: int = 1024
     n_negatives: int = 4
+    task_loss: str = "bpr"
     learning_rate: float = 1e-2
     l2: float = 1e-2
     patience: int = 4
@@ -76,6 +83,7 @@ class JointConfig:
         checks.fraction(f"{owner}.learning_rate", self.learning_rate, high=math.inf, closed="neither")
         checks.fraction(f"{owner}.l2", self.l2, high=math.inf, closed="left")
         check_seed(f"{owner}.seed", self.seed)
+        checks.choice(f"{owner}.task_loss", self.task_loss, TASK_LOSSES)
 
 
 def _tables_fn(model: nn.Module) -> Callable:
@@ -144,9 +152,9 @@ def fit_joint(
             users, items = tables(params, context, 1)
             return valid(_scorer(ds, domains, target, users, items))
 
-    # -- the loop: train.fit with the BPR objective --
+    # -- the loop: train.fit with the task objective --
     config_t = train_config(config, steps_per_epoch=steps_per_epoch, early_stopping=valid is not None)
-    objective = bpr_objective(config.l2)
+    objective = task_objective(config.l2, config.task_loss)
     result = tr.fit(config_t, tr.Task(model, objective, batches, evaluate=evaluate, name="+".join(domains)))
     return result.best_params, result.history, tables
 

@@ -107,7 +107,7 @@ class LightGCNModel(nn.Module):
             b = batch[name]
             h, pos_item, neg_item = users[b["users"]], items[k][b["items"]], items[k][b["negatives"]]
             reg = (self.embed.users(b["users"]), self.embed.items(b["items"], k), self.embed.items(b["negatives"], k))
-            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], reg)
+            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], reg, items=items[k])
         return out
 
 

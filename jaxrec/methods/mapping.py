@@ -28,6 +28,7 @@ from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CSR, CrossDomainDataset, DataError
 from jaxrec.methods.common import (
+    TASK_LOSSES,
     Trained,
     check_pair,
     check_parallel,
@@ -55,6 +56,8 @@ class EMCDRConfig:
       epochs: pretraining epochs of each domain's BPR-MF (fixed: cold users have no target history to stop on).
       batch_size: positives per pretraining step.
       n_negatives: uniform negatives per positive in pretraining.
+      task_loss: the pretraining's within-domain task loss (``"bpr"``, ``"softmax"``, ``"sampled_softmax"``;
+        see :class:`jaxrec.methods.EmbeddingConfig`).
       learning_rate: Adam learning rate of pretraining.
       l2: L2 penalty on the batch's embeddings in pretraining.
       hidden: hidden widths of the MLP mapping (tanh, as in the paper); ignored when ``linear``.
@@ -73,6 +76,7 @@ class EMCDRConfig:
     epochs: int = 5
     batch_size: int = 1024
     n_negatives: int = 4
+    task_loss: str = "bpr"
     learning_rate: float = 1e-2
     l2: float = 0.03
     hidden: tuple[int, ...] = (128,)
@@ -93,6 +97,7 @@ class EMCDRConfig:
             checks.fraction(f"EMCDRConfig.{name}", getattr(self, name), high=math.inf, closed="neither")
         checks.fraction("EMCDRConfig.l2", self.l2, high=math.inf, closed="left")
         check_seed("EMCDRConfig.seed", self.seed)
+        checks.choice("EMCDRConfig.task_loss", self.task_loss, TASK_LOSSES)
         models.EMCDRMapping(hidden=self.hidden)  # validates the widths
 
 
@@ -102,15 +107,16 @@ class EMCDRConfig:
 
 
 def pretrain(ds: CrossDomainDataset, domain: str, config) -> tuple[np.ndarray, np.ndarray, list]:
-    """BPR-MF on ``domain`` alone for exactly ``config.epochs`` epochs (:func:`~jaxrec.methods.fit_embedding`).
+    """MF on ``domain`` alone (``config.task_loss``) for exactly ``config.epochs`` epochs
+    (:func:`~jaxrec.methods.fit_embedding`).
 
     Held-out splits are hidden from it: a single-domain model cannot be early-stopped on cold users.
 
     Args:
       ds: the dataset.
       domain: the domain trained.
-      config: a recipe config; read: ``dim``, ``epochs``, ``batch_size``, ``n_negatives``, ``learning_rate``,
-        ``l2``, ``seed``, ``progress``, ``parallel``.
+      config: a recipe config; read: ``dim``, ``epochs``, ``batch_size``, ``n_negatives``, ``task_loss``,
+        ``learning_rate``, ``l2``, ``seed``, ``progress``, ``parallel``.
 
     Returns:
       ``(users [U, D], items [N, D], history)`` as host arrays.
@@ -121,6 +127,7 @@ def pretrain(ds: CrossDomainDataset, domain: str, config) -> tuple[np.ndarray, n
         epochs=config.epochs,
         batch_size=config.batch_size,
         n_negatives=config.n_negatives,
+        task_loss=config.task_loss,
         learning_rate=config.learning_rate,
         l2=config.l2,
         seed=config.seed,

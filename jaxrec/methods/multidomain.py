@@ -311,7 +311,8 @@ class UserNetworkModel(nn.Module):
             b = batch[name]
             h = self.user_vectors(b["users"], k, deterministic=deterministic)
             pos_item, neg_item = self.embed.items(b["items"], k), self.embed.items(b["negatives"], k)
-            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], (h, pos_item, neg_item))
+            reg = (h, pos_item, neg_item)
+            out[name] = pair_outputs(h, pos_item, neg_item, b["mask"], reg, items=self.embed.item_table(k))
         return out
 
 

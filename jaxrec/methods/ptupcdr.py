@@ -28,6 +28,7 @@ from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset, DataError
 from jaxrec.methods.common import (
+    TASK_LOSSES,
     Trained,
     check_pair,
     check_parallel,
@@ -61,8 +62,8 @@ class PTUPCDRConfig:
     """Hyper-parameters of ``ptupcdr``.
 
     Attributes:
-      dim, epochs, batch_size, n_negatives, learning_rate, l2: pretraining of each domain's BPR-MF, as in
-        :class:`~jaxrec.methods.EMCDRConfig`.
+      dim, epochs, batch_size, n_negatives, task_loss, learning_rate, l2: pretraining of each domain's MF, as
+        in :class:`~jaxrec.methods.EMCDRConfig`.
       history_length: source items per user fed to the meta network (L; longer histories are subsampled once,
         with ``seed``; shorter ones padded).
       attention_hidden: hidden width of the characteristic encoder's attention network.
@@ -82,6 +83,7 @@ class PTUPCDRConfig:
     epochs: int = 5
     batch_size: int = 1024
     n_negatives: int = 4
+    task_loss: str = "bpr"
     learning_rate: float = 1e-2
     l2: float = 0.03
     history_length: int = 20
@@ -108,6 +110,7 @@ class PTUPCDRConfig:
             checks.fraction(f"PTUPCDRConfig.{name}", getattr(self, name), high=math.inf, closed="neither")
         checks.fraction("PTUPCDRConfig.l2", self.l2, high=math.inf, closed="left")
         check_seed("PTUPCDRConfig.seed", self.seed)
+        checks.choice("PTUPCDRConfig.task_loss", self.task_loss, TASK_LOSSES)
         if self.loss not in _TASK_LOSSES:
             raise ValueError(f"unknown PTUPCDRConfig.loss {self.loss!r}; valid losses: {sorted(_TASK_LOSSES)}")
         models.PTUPCDRMeta(dim=self.dim, attention_hidden=self.attention_hidden, meta_hidden=self.meta_hidden)

@@ -7,6 +7,9 @@
 * :mod:`jaxrec.sweep.driver` — the shared-embedding recipes swept: :func:`sweep` trains ``S`` configurations of
   λ, learning rate and seed of ``cmf`` / ``mmd`` / ``coral`` / ``dann`` on one shared batch stream and evaluates
   them on the target's valid cold users; :func:`sweep_table` prints the result.
+* :mod:`jaxrec.sweep.search` — :func:`tune`: a recipe's grid (:data:`TUNE_GRIDS`) searched on the target's valid
+  cold users within a time budget (vmapped for the shared-embedding family, sequential for the others), the
+  chosen config written as JSON for ``jaxrec train --config FILE``.
 
 Axis conventions: ``S`` = configurations (the leading axis of every stacked value), ``B`` = positives per domain
 per step, ``n`` = negatives per positive, ``D`` = embedding width, ``E`` = epochs. A batch has no config axis.
@@ -31,8 +34,9 @@ Example:
     >>> print(sweep_table(result))  # doctest: +SKIP
 """
 
-from jaxrec.sweep import driver
+from jaxrec.sweep import driver, search
 from jaxrec.sweep.driver import SWEEP_METHODS, SweepResult, sweep, sweep_config, sweep_table
+from jaxrec.sweep.search import TUNE_GRIDS, TuneResult, default_grid, tune, write_choice
 from jaxrec.train.stack import create_stacked_state as create_sweep_state
 from jaxrec.train.stack import make_stacked_step as make_sweep_step
 from jaxrec.train.stack import stack_optimizer as sweep_optimizer
@@ -40,13 +44,19 @@ from jaxrec.train.stack import unstack
 
 __all__ = [
     "SWEEP_METHODS",
+    "TUNE_GRIDS",
     "SweepResult",
+    "TuneResult",
     "create_sweep_state",
+    "default_grid",
     "driver",
     "make_sweep_step",
+    "search",
     "sweep",
     "sweep_config",
     "sweep_optimizer",
     "sweep_table",
+    "tune",
     "unstack",
+    "write_choice",
 ]

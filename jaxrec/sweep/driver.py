@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import time
 from typing import Any, Callable, Iterable, NamedTuple, Sequence
 
 import jax
@@ -51,6 +52,9 @@ class SweepResult(NamedTuple):
       model: the ``SharedEmbeddingModel`` (for ``methods.scorer_for``).
       domains: ``(source, target)``.
       config: the base ``EmbeddingConfig`` (its ``lam``/``learning_rate``/``seed`` are overridden per model).
+      best_epoch: ``int64 [S]``, with ``patience``: the epoch (1-based) whose parameters ``params`` holds and
+        ``valid`` measures; None otherwise (the last epoch).
+      epochs_run: epochs trained (fewer than asked when early stopping or the deadline ended the sweep).
     """
 
     lam: np.ndarray
@@ -63,6 +67,8 @@ class SweepResult(NamedTuple):
     model: Any
     domains: tuple
     config: Any
+    best_epoch: np.ndarray | None = None
+    epochs_run: int = 0
 
     def scorer(self, ds: CrossDomainDataset, index: int, domain: str) -> ev.Scorer:
         """An ``evaluate.Scorer`` of model ``index`` over ``domain``'s items (``methods.scorer_for``)."""
@@ -166,23 +172,28 @@ _recipe_model = functools.lru_cache(maxsize=32)(methods.SharedEmbeddingModel)
 
 
 @functools.lru_cache(maxsize=32)
-def _recipe_step(l2: float, discrepancy: str | None, options: Any, total_steps: int, chunk: int | None) -> Callable:
+def _recipe_step(
+    l2: float, task_loss: str, discrepancy: str | None, options: Any, total_steps: int, chunk: int | None
+) -> Callable:
     """The recipe's sweep step, built once per static description so a second :func:`sweep` never recompiles.
 
     λ is bound per model as the embedding recipes train: the loss weight, or for ``"adversarial"`` the maximum
     of the DANN ramp of the gradient-reversal strength (:func:`jaxrec.train.stack.lam_as_reversal`).
     """
     if discrepancy == "adversarial":
-        objective = methods.bpr_objective(l2, "adversarial", 1.0, discrepancy_options=options)
+        objective = methods.task_objective(l2, task_loss, "adversarial", 1.0, discrepancy_options=options)
         bind = functools.partial(stack.lam_as_reversal, total_steps=total_steps)
         return stack.make_stacked_step(objective, bind_lam=bind, chunk=chunk)
-    objective = methods.bpr_objective(l2, discrepancy, 0.0, discrepancy_options=options)
+    objective = methods.task_objective(l2, task_loss, discrepancy, 0.0, discrepancy_options=options)
     return stack.make_stacked_step(objective, chunk=chunk)
 
 
-def _train_epochs(step: Callable, states, batches: Callable, epochs: int, keys, lam) -> tuple[Any, dict]:
+def _train_epochs(
+    step: Callable, states, batches: Callable, epochs: int, keys, lam, after_epoch: Callable | None = None
+) -> tuple[Any, dict]:
     """``epochs`` passes of ``step`` over ``batches(epoch)``; returns the states and ``{metric: float64 [E, S]}``
-    (each epoch's mean over its steps). Metrics stay on the device until the end of each epoch."""
+    (each epoch's mean over its steps). Metrics stay on the device until the end of each epoch.
+    ``after_epoch(epoch, states)`` (optional) is called after each epoch; training stops when it returns True."""
     history: dict[str, list] = {}
     for epoch in range(epochs):
         per_step = []
@@ -192,6 +203,8 @@ def _train_epochs(step: Callable, states, batches: Callable, epochs: int, keys, 
         fetched = jax.device_get(per_step)
         for name in fetched[0]:
             history.setdefault(name, []).append(np.mean([np.asarray(m[name], np.float64) for m in fetched], axis=0))
+        if after_epoch is not None and after_epoch(epoch, states):
+            break
     return states, {name: np.stack(rows) for name, rows in history.items()}
 
 
@@ -224,6 +237,40 @@ def _valid_metrics(ds, model, params, domains, source, target, finite: np.ndarra
     return out
 
 
+def _early_stopping(valid_of: Callable, n_models: int, patience: int | None, deadline: float | None) -> tuple:
+    """``(after_epoch, state)``: ``after_epoch(epoch, states)`` measures every model on valid (``valid_of(params,
+    finite)``), keeps each model's best parameters in ``state`` and returns True (stop) once every model has gone
+    ``patience`` epochs without a better valid NDCG@10, or ``time.monotonic()`` has passed ``deadline``."""
+    state = {"params": None, "valid": None, "epoch": np.zeros(n_models, np.int64), "stale": np.zeros(n_models)}
+
+    def after_epoch(epoch: int, states) -> bool:
+        finite = np.asarray(_all_finite(states.params))
+        valid = valid_of(states.params, finite)
+        score = np.where(finite, valid["NDCG@10"], -np.inf)
+        if state["valid"] is None:
+            better = finite.copy()
+            state["valid"] = {k: np.full(n_models, np.nan) for k in valid}
+        else:
+            better = score > np.nan_to_num(state["valid"]["NDCG@10"], nan=-np.inf)
+        for k in valid:
+            state["valid"][k] = np.where(better, valid[k], state["valid"][k])
+        state["epoch"] = np.where(better, epoch + 1, state["epoch"])
+        state["stale"] = np.where(better, 0, state["stale"] + 1)
+        keep = jnp.asarray(better)
+        if state["params"] is None:
+            state["params"] = jax.tree.map(jnp.copy, states.params)
+        else:
+            state["params"] = jax.tree.map(
+                lambda new, old: jnp.where(keep.reshape((-1,) + (1,) * (new.ndim - 1)), new, old),
+                states.params,
+                state["params"],
+            )
+        out_of_time = deadline is not None and time.monotonic() > deadline
+        return out_of_time or (patience is not None and bool(np.all(state["stale"] >= patience)))
+
+    return after_epoch, state
+
+
 def _best(valid: dict | None, finite: np.ndarray) -> int | None:
     if valid is None or not finite.any():
         return None
@@ -246,6 +293,8 @@ def sweep(
     seed: Sequence[int] | None = None,
     epochs: int | None = None,
     chunk: int | None = None,
+    patience: int | None = None,
+    deadline: float | None = None,
 ) -> SweepResult:
     """Trains ``S`` shared-embedding models (the ``cmf``/``mmd``/``coral``/``dann`` recipe) in one program.
 
@@ -267,6 +316,11 @@ def sweep(
       seed: parameter-init seeds.
       epochs: epochs per model (default ``config.epochs``).
       chunk: models vmapped together (None: all S); see :func:`jaxrec.train.stack.make_stacked_step`.
+      patience: early stopping as the recipes do it: every model is measured on valid after every epoch, its
+        best parameters are kept, and the sweep stops once every model has gone ``patience`` epochs without a
+        better valid NDCG@10 (None: exactly ``epochs`` epochs, the last one measured).
+      deadline: a ``time.monotonic()`` value; after the epoch that passes it the sweep stops, each model at its
+        best epoch so far (implies the per-epoch measure).
 
     Each of ``lam``/``learning_rate``/``seed`` is None (use the config's value) or a sequence of length S or 1
     (shared by every model); all given sequences of length > 1 must have the same length S. Model ``s`` uses
@@ -278,12 +332,18 @@ def sweep(
 
     Raises:
       ValueError: lengths that do not broadcast (all quoted), empty or out-of-range values, a λ sweep without a
-        discrepancy, ``epochs < 1``, ``chunk < 1``, or ``source == target``.
+        discrepancy, ``epochs < 1``, ``chunk < 1``, ``patience < 1``, ``patience``/``deadline`` without a valid
+        split, or ``source == target``.
     """
     methods.check_pair(ds, source, target)
     lams, rates, seeds = _broadcast(config, lam, learning_rate, seed)
     epochs = config.epochs if epochs is None else epochs
     _check_epochs_and_chunk(epochs, chunk)
+    if patience is not None and (not isinstance(patience, int) or patience < 1):
+        raise ValueError(f"patience={patience!r} must be None or an int >= 1")
+    tracking = patience is not None or deadline is not None
+    if tracking and methods.valid_evaluator(ds, source, target) is None:
+        raise ValueError(f"patience and deadline measure valid, and {target!r} has no valid split")
     domains = (source, target)
 
     # -- data: one batch stream for every model (order and negatives from config.seed) --
@@ -305,15 +365,34 @@ def sweep(
 
     # -- training: the cached step, every model for exactly `epochs` epochs --
     step = _recipe_step(
-        config.l2, config.discrepancy, config.discrepancy_options, steps_per_epoch * epochs if adversarial else 0, chunk
+        config.l2,
+        config.task_loss,
+        config.discrepancy,
+        config.discrepancy_options,
+        steps_per_epoch * epochs if adversarial else 0,
+        chunk,
     )
-    states, history = _train_epochs(step, states, batches, epochs, keys[:, 1], jnp.asarray(lams, jnp.float32))
+    after_epoch = tracked = None
+    if tracking:
 
-    # -- evaluation of every finite model on valid, and the best one --
-    finite = np.asarray(_all_finite(states.params)) & np.isfinite(history["loss"][-1])
-    valid = _valid_metrics(ds, model, states.params, domains, source, target, finite)
+        def valid_of(params, finite):
+            return _valid_metrics(ds, model, params, domains, source, target, finite)
+
+        after_epoch, tracked = _early_stopping(valid_of, len(seeds), patience, deadline)
+    lam_values = jnp.asarray(lams, jnp.float32)
+    states, history = _train_epochs(step, states, batches, epochs, keys[:, 1], lam_values, after_epoch)
+    epochs_run = len(history["loss"])
+
+    # -- evaluation of every finite model on valid (or its best epoch's), and the best one --
+    if tracked is not None:
+        params, valid, best_epoch = tracked["params"], tracked["valid"], tracked["epoch"]
+        finite = best_epoch > 0
+    else:
+        params, best_epoch = states.params, None
+        finite = np.asarray(_all_finite(params)) & np.isfinite(history["loss"][-1])
+        valid = _valid_metrics(ds, model, params, domains, source, target, finite)
     best = _best(valid, finite)
-    return SweepResult(lams, rates, seeds, states.params, history, valid, best, model, domains, config)
+    return SweepResult(lams, rates, seeds, params, history, valid, best, model, domains, config, best_epoch, epochs_run)
 
 
 def sweep_table(result: SweepResult) -> str:
