@@ -130,3 +130,11 @@ def test_config_errors(tiny):
     unlinked = data.limit_overlap(tiny, "source", "target", ratio=0.0)
     with pytest.raises(data.DataError, match="both"):
         methods.run("factor_map", unlinked, source="source", target="target", **SMALL)
+
+
+def test_truncating_a_factored_map_is_the_best_rank_r_approximation():
+    rng = np.random.default_rng(3)
+    a, c = rng.normal(size=(40, 12)), rng.normal(size=(12, 25))
+    left, right = factor_map._truncate(jnp.asarray(a, jnp.float32), jnp.asarray(c, jnp.float32), 5)
+    uu, s, vt = np.linalg.svd(a @ c)
+    np.testing.assert_allclose(np.asarray(left) @ np.asarray(right).T, (uu[:, :5] * s[:5]) @ vt[:5], atol=1e-3)

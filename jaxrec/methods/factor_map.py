@@ -117,12 +117,17 @@ class FactorMapConfig:
         for name in ("target_weight", "lam"):
             checks.fraction(f"FactorMapConfig.{name}", getattr(self, name), high=math.inf, closed="left")
         tr.resolve_discrepancy(self.discrepancy, None)
-        ItemMapConfig(self.lams, self.target_lams, self.target_weights, self.item_norm, self.pop_weight, self.seed)
+        self.item_map_config()
 
     def item_map_config(self) -> ItemMapConfig:
         """The :class:`ItemMapConfig` the model starts from."""
         return ItemMapConfig(
-            self.lams, self.target_lams, self.target_weights, self.item_norm, self.pop_weight, self.seed
+            lams=self.lams,
+            target_lams=self.target_lams,
+            target_weights=self.target_weights,
+            item_norm=self.item_norm,
+            pop_weight=self.pop_weight,
+            seed=self.seed,
         )
 
 
@@ -144,8 +149,13 @@ def factor_map_init(
     solved = train_item_map(ds, source=source, target=target, config=config.item_map_config())
     counts = ds.item_popularity(source).astype(np.float64)
     scale = np.where(counts > 0, np.maximum(counts, 1.0) ** -config.item_norm, 0.0).astype(np.float32)
-    matrix = jnp.asarray(scale)[:, None] * solved.params["W"]
-    left, right = low_rank_factors(matrix, config.rank, jax.random.key(config.seed))
+    if "W" in solved.params:  # the dense solver: W' [N_s, N_t]
+        matrix = jnp.asarray(scale)[:, None] * solved.params["W"]
+        left, right = low_rank_factors(matrix, config.rank, jax.random.key(config.seed))
+    else:  # the low-rank solver: W' = A C, A [N_s, k], C [k, N_t]
+        left, right = _truncate(
+            jnp.asarray(scale)[:, None] * solved.params["source_factors"], solved.params["target_factors"], config.rank
+        )
     rms = lambda x: x / jnp.maximum(jnp.sqrt(jnp.mean(x**2)), 1e-12)  # noqa: E731
     log_pop = np.log1p(ds.item_popularity(target).astype(np.float32))
     params = {
@@ -157,6 +167,15 @@ def factor_map_init(
     if config.target_weight > 0 or config.discrepancy is not None:
         params["target_history"] = params["target"]
     return params, solved.config
+
+
+def _truncate(a: jax.Array, c: jax.Array, rank: int) -> tuple[jax.Array, jax.Array]:
+    """The best rank-``rank`` factors ``(left [N_s, r], right [N_t, r])`` of ``a @ c`` (``a [N_s, k]``, ``c [k,
+    N_t]``), without forming the product: a QR of ``a``, then the SVD of the small ``[k, N_t]`` matrix."""
+    q, r = jnp.linalg.qr(a)
+    u, s, vt = jnp.linalg.svd(r @ c, full_matrices=False)
+    rank = min(rank, s.shape[0])
+    return q @ (u[:, :rank] * s[:rank]), vt[:rank].T
 
 
 def _groups(ds: CrossDomainDataset, source: str, target: str, config: FactorMapConfig) -> dict[str, np.ndarray]:
