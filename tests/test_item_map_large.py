@@ -39,7 +39,8 @@ def _reference_map(ds, lam, lam_t, weight):
 
 def _truncated_reference_map(ds, lam, lam_t, weight, rank):
     """Float64 ``W'`` from the exact rank-``rank`` SVDs of the scaled source rows of the overlapping users and of the
-    target rows: ``W = V diag(S / (S² + λ)) Uᵀ X_t``, ``P = V_t diag(1 / (S_t² + λ_t)) V_tᵀ + (I − V_t V_tᵀ) / λ_t``."""
+    target rows: ``W = V diag(S / (S² + λ)) Uᵀ X_t``; ``B_t = I − P diag(g)`` with the exact ``P = (G + λ_t I)⁻¹``
+    and ``g = 1 / diag`` of the same inverse with ``G`` replaced by ``V_t S_t² V_tᵀ`` plus the diagonal it misses."""
     xs, xt = _rows(ds, "source"), _rows(ds, "target")
     counts = xs.sum(0)
     scale = np.where(counts > 0, np.maximum(counts, 1.0) ** -0.5, 0.0)
@@ -49,10 +50,11 @@ def _truncated_reference_map(ds, lam, lam_t, weight, rank):
     w = (vt.T * (s / (s**2 + lam))) @ (u.T @ xt[overlap])
     _, st, vtt = np.linalg.svd(xt, full_matrices=False)
     v, st = vtt[:rank].T, st[:rank]
-    p = (v / (st**2 + lam_t)) @ v.T + (np.eye(xt.shape[1]) - v @ v.T) / lam_t
-    b = -p / np.diag(p)[None, :]
-    np.fill_diagonal(b, 0.0)
-    return w + weight * w @ b
+    approx = (v * st**2) @ v.T
+    approx += np.diag(np.maximum(xt.sum(0) - np.diag(approx), 0.0))
+    g = 1.0 / np.diag(np.linalg.inv(approx + lam_t * np.eye(xt.shape[1])))
+    p = np.linalg.inv(xt.T @ xt + lam_t * np.eye(xt.shape[1]))
+    return w + weight * w @ (np.eye(len(g)) - p * g[None, :])
 
 
 def test_randomized_svd_full_rank_is_exact_and_truncated_is_the_leading_part():

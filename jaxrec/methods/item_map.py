@@ -5,6 +5,12 @@ domains, Steck 2019), followed by ``W' = W (I + γ B_t)`` with ``B_t`` the EASE 
 user's target scores are ``x_s @ W'``. λ, then (λ_t, γ), are chosen on the valid cold users of the target. The
 strong baseline every learned recipe is compared with.
 
+Two solvers compute the map. ``"dense"`` forms the ``[N_s, N_s]`` Gram and ``[N_t, N_t]`` EASE matrices (Cholesky
+in JAX: O(N²) memory, O(N³) time). ``"lowrank"`` (:mod:`jaxrec.methods.item_map_lowrank`) keeps ``W' = A C``
+factored through rank-``r`` randomised SVDs of the source rows and the target rows: O((U + N)·r + nnz) memory, the
+dense map when ``r`` reaches the ranks of those rows. ``"auto"`` takes the dense solver up to
+:data:`DENSE_ITEM_LIMIT` items in the two domains together.
+
 Axis conventions: ``U`` users, ``N_s`` / ``N_t`` source / target items, ``B`` users of a batch, ``L`` padded
 history length (item id ``-1`` = padding), ``V`` valid cold users, ``r`` the rank of the low-rank solver.
 """

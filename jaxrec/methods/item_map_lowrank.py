@@ -6,10 +6,12 @@ SVDs, kept factored, in O((U + N)·r + nnz) memory instead of O(N²).
 [N_s, r]`` and ``B = Uᵀ X_t [r, N_t]``. Exact when ``r ≥ rank(X_s)`` (at most the number of overlapping users); a
 discarded direction of singular value ``σ`` would have contributed with weight ``σ / (σ² + λ) < σ / λ``.
 
-**Target propagation.** EASE is ``B_t = I − P diag(g)``, ``P = (X_tᵀX_t + λ_t I)⁻¹``, ``g = 1 / diag(P)``. With
-``X_t ≈ U_t S_t V_tᵀ`` (rank ``r``), ``P = I / λ_t − V_t diag(d) V_tᵀ`` with ``d = S_t² / (λ_t (S_t² + λ_t))``, so
-``B_t = diag(1 − g / λ_t) + V_t diag(d) (g ⊙ V_t)ᵀ``: a diagonal plus rank ``r``, exact when ``r ≥ rank(X_t)``.
-``W' = A B (I + γ B_t) = A C`` with ``C = B + γ B B_t`` computed in O(r² N_t), never forming ``B_t``.
+**Target propagation.** EASE is ``B_t = I − P diag(g)``, ``P = (X_tᵀX_t + λ_t I)⁻¹``, ``g = 1 / diag(P)``, so
+``W' = A B (I + γ B_t) = A C`` with ``C = B + γ (B − (B P) diag(g))``. ``B P`` (``r`` right-hand sides) comes from
+conjugate gradients over the sparse rows (O(nnz·r) per iteration, exact to ``CG_TOL``); ``g`` from the Gram
+approximated by a diagonal plus rank ``r``, ``X_tᵀX_t ≈ D_0 + V_t S_t² V_tᵀ`` (a truncated SVD of ``X_t``, and
+``D_0`` the part of each item's count it misses), whose inverse's diagonal Woodbury gives in O(N_t·r²); exact when
+``r ≥ rank(X_t)``. ``B_t`` is never formed.
 
 Sparse rows are ``scipy.sparse`` CSR matrices (float32); factors are numpy float32 (the small SVDs run in float64).
 
@@ -29,6 +31,8 @@ from jaxrec.data import CrossDomainDataset, DataError
 from jaxrec.methods.common import check_pair
 
 __all__ = [
+    "CG_MAX_ITERATIONS",
+    "CG_TOL",
     "ItemMapFactors",
     "OVERSAMPLE",
     "POWER_ITERATIONS",
@@ -42,6 +46,7 @@ __all__ = [
     "ridge_source",
     "source_factors",
     "source_scale",
+    "solve_gram",
     "sparse_rows",
     "target_factors",
     "target_propagation",
@@ -51,6 +56,9 @@ __all__ = [
 POWER_ITERATIONS = 4
 #: Extra columns of the random range beyond the rank (Halko, Martinsson & Tropp, 2011).
 OVERSAMPLE = 16
+#: Conjugate gradients of :func:`solve_gram` stop at this relative residual, or after ``CG_MAX_ITERATIONS``.
+CG_TOL = 1e-4
+CG_MAX_ITERATIONS = 500
 
 
 def overlap_users(ds: CrossDomainDataset, source: str, target: str) -> np.ndarray:
@@ -94,14 +102,39 @@ def sparse_rows(
 
 
 def _orthonormal(y: np.ndarray) -> np.ndarray:
-    return np.linalg.qr(y)[0].astype(np.float32)
+    """An orthonormal basis ``[m, k]`` of the columns of ``y [m, k]``, float32.
+
+    CholeskyQR2 in float64 (two passes of ``y L⁻ᵀ`` with ``L Lᵀ = yᵀy``: matrix products, several times faster
+    than Householder QR on a CPU); Householder QR when ``y`` is too ill-conditioned for it.
+    """
+    q = y.astype(np.float64)
+    try:
+        for _ in range(2):
+            chol = np.linalg.cholesky(q.T @ q)
+            q = scipy.linalg.solve_triangular(chol, q.T, lower=True, check_finite=False).T
+        if not np.all(np.isfinite(q)):
+            raise np.linalg.LinAlgError("non-finite basis")
+    except np.linalg.LinAlgError:
+        q = np.linalg.qr(y.astype(np.float64))[0]
+    return q.astype(np.float32)
+
+
+def _small_svd(b: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The leading ``k`` singular triplets of a wide ``b [w, n]`` (``w <= n``) from the eigenvectors of ``b bᵀ``."""
+    evals, evecs = np.linalg.eigh(b @ b.T)
+    order = np.argsort(evals)[::-1][:k]
+    s = np.sqrt(np.maximum(evals[order], 0.0))
+    ub = evecs[:, order]
+    keep = s > s[:1] * 1e-7 if s.size else s > 0
+    vt = np.where(keep[:, None], (ub.T @ b) / np.where(keep, s, 1.0)[:, None], 0.0)
+    return ub, np.where(keep, s, 0.0), vt
 
 
 def randomized_svd(
     x: scipy.sparse.spmatrix, rank: int, *, seed: int = 0, iterations: int = POWER_ITERATIONS
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The leading ``k = min(rank, m, n)`` singular triplets of a sparse ``x [m, n]`` (randomised range finder with
-    ``iterations`` power iterations; exact when ``rank + OVERSAMPLE >= min(m, n)``).
+    ``iterations`` power iterations on the shorter side; exact when ``rank + OVERSAMPLE >= min(m, n)``).
 
     Args:
       x: ``[m, n]`` sparse matrix.
@@ -113,18 +146,20 @@ def randomized_svd(
       ``(u float32 [m, k], s float32 [k] descending, vt float32 [k, n])`` with ``x ≈ u diag(s) vt``.
     """
     m, n = x.shape
+    if m > n:  # the range finder's QRs are [rows, k]: run it on the shorter side
+        u, s, vt = randomized_svd(x.T, rank, seed=seed, iterations=iterations)
+        return np.ascontiguousarray(vt.T), s, np.ascontiguousarray(u.T)
     k = min(rank, m, n)
     width = min(k + OVERSAMPLE, m, n)
     x = x.astype(np.float32).tocsr()
     xt = x.T.tocsr()
     omega = np.random.default_rng(seed).standard_normal((n, width)).astype(np.float32)
     q = _orthonormal(x @ omega)
-    for _ in range(iterations):
-        q = _orthonormal(x @ _orthonormal(xt @ q))
-    small = np.asarray((xt @ q).T, np.float64)  # [width, n] = qᵀ x
-    ub, s, vt = np.linalg.svd(small, full_matrices=False)
-    u = q @ ub[:, :k].astype(np.float32)
-    return u, s[:k].astype(np.float32), vt[:k].astype(np.float32)
+    for _ in range(iterations):  # only the short side is orthonormalised; the long one is rescaled
+        z = xt @ q
+        q = _orthonormal(x @ (z / np.maximum(np.linalg.norm(z, axis=0), 1e-30)[None, :]))
+    ub, s, vt = _small_svd(np.asarray((xt @ q).T, np.float64), k)  # of qᵀ x [width, n]
+    return q @ ub.astype(np.float32), s.astype(np.float32), vt.astype(np.float32)
 
 
 class SourceFactors(NamedTuple):
@@ -169,63 +204,122 @@ def ridge_source(factors: SourceFactors, lam: float) -> np.ndarray:
 
 
 class TargetFactors(NamedTuple):
-    """The truncated SVD of the binary target rows of every user with target train history.
+    """The target rows of every user with target train history, and their Gram ``X_tᵀX_t ≈ diag(residual) + V S²
+    Vᵀ`` from a truncated SVD plus the diagonal it misses (each item keeps its exact count on the diagonal).
 
     Attributes:
+      rows: ``float32 [U_t, N_t]`` the binary target rows, sparse.
       v: ``float32 [N_t, r]`` right singular vectors.
       s: ``float32 [r]`` singular values.
+      residual: ``float32 [N_t]`` ``count_j − Σ_k V_jk² S_k²`` (≥ 0; 0 at full rank).
     """
 
+    rows: scipy.sparse.csr_matrix
     v: np.ndarray
     s: np.ndarray
+    residual: np.ndarray
 
 
 def target_factors(ds: CrossDomainDataset, target: str, rank: int, *, seed: int) -> TargetFactors:
     """The :class:`TargetFactors` of ``target`` (rank at most ``rank``; seeded randomised SVD)."""
     xt = sparse_rows(ds, target, ds.users_with(target, "train"))
     _, s, vt = randomized_svd(xt, rank, seed=seed)
-    return TargetFactors(np.ascontiguousarray(vt.T), s)
+    v = np.ascontiguousarray(vt.T)
+    explained = (v.astype(np.float64) ** 2) @ (s.astype(np.float64) ** 2)
+    residual = np.maximum(ds.item_popularity(target).astype(np.float64) - explained, 0.0)
+    return TargetFactors(xt, v, s, residual.astype(np.float32))
 
 
 class TargetPropagation(NamedTuple):
-    """``B_t = diag(diagonal) + v diag(d) (g ⊙ v)ᵀ``, the EASE model of ridge ``λ_t`` in factored form.
+    """The EASE model ``B_t = I − P diag(g)`` of ridge ``λ_t`` without forming it (see :func:`propagate`).
 
     Attributes:
-      diagonal: ``float32 [N_t]`` ``1 − g / λ_t``.
-      v: ``float32 [N_t, r]`` the target's right singular vectors.
-      d: ``float32 [r]`` ``S_t² / (λ_t (S_t² + λ_t))``.
-      gv: ``float32 [N_t, r]`` ``g ⊙ v`` (``g = 1 / diag P``).
+      rows: ``float32 [U_t, N_t]`` the sparse target rows (``P = (rowsᵀ rows + λ_t I)⁻¹`` is applied by CG).
+      lam_t: the ridge ``λ_t``.
+      g: ``float32 [N_t]`` ``1 / diag P`` of the diagonal-plus-rank-``r`` Gram (exact at full rank).
+      cache: the last ``(c, c P)`` pair :func:`propagate` computed (grid values of γ share it).
     """
 
-    diagonal: np.ndarray
-    v: np.ndarray
-    d: np.ndarray
-    gv: np.ndarray
+    rows: scipy.sparse.csr_matrix
+    lam_t: float
+    g: np.ndarray
+    cache: list
 
 
 def target_propagation(factors: TargetFactors, lam_t: float) -> TargetPropagation:
-    """The factored EASE model of ridge ``lam_t`` (module docstring): O(N_t·r) memory."""
-    s2 = factors.s.astype(np.float64) ** 2
-    d = s2 / (lam_t * (s2 + lam_t))
-    diag_p = 1.0 / lam_t - (factors.v.astype(np.float64) ** 2) @ d  # > 0: P is positive definite
-    g = 1.0 / diag_p
-    return TargetPropagation(
-        (1.0 - g / lam_t).astype(np.float32),
-        factors.v,
-        d.astype(np.float32),
-        (factors.v * g.astype(np.float32)[:, None]).astype(np.float32),
-    )
+    """The EASE model of ridge ``lam_t``: ``g = 1 / diag P`` from the diagonal-plus-rank-``r`` Gram, O(N_t·r²).
+
+    By Woodbury, ``(D + V S² Vᵀ)⁻¹ = D⁻¹ − z zᵀ`` with ``D = diag(residual) + λ_t I``, ``y = D⁻¹ V S`` and ``z = y
+    L⁻ᵀ`` for the Cholesky factor ``L Lᵀ = I + S Vᵀ D⁻¹ V S``; its diagonal is ``1 / D − Σ_k z_jk²``.
+    """
+    inv_d = 1.0 / (factors.residual.astype(np.float64) + lam_t)
+    vs = factors.v.astype(np.float64) * factors.s.astype(np.float64)[None, :]
+    y = vs * inv_d[:, None]
+    chol = np.linalg.cholesky(np.eye(vs.shape[1]) + vs.T @ y)
+    z = scipy.linalg.solve_triangular(chol, y.T, lower=True, check_finite=False).T  # y L⁻ᵀ
+    g = 1.0 / (inv_d - np.sum(z * z, axis=1))  # diag P > 0: P is positive definite
+    return TargetPropagation(factors.rows, float(lam_t), g.astype(np.float32), [])
+
+
+def solve_gram(rows: scipy.sparse.spmatrix, lam: float, rhs: np.ndarray, *, tol: float = CG_TOL) -> np.ndarray:
+    """``(rowsᵀ rows + λ I)⁻¹ rhs`` for ``rhs [N, n]`` by conjugate gradients, every column at once, with the
+    diagonal (``count + λ``) as preconditioner: O(nnz·n) per iteration, never the ``[N, N]`` Gram.
+
+    Args:
+      rows: ``[m, N]`` sparse rows.
+      lam: the ridge λ > 0.
+      rhs: ``float [N, n]``.
+      tol: stop when every column's residual is below ``tol`` × its right-hand side's norm (or after
+        ``CG_MAX_ITERATIONS``).
+
+    Returns:
+      ``float32 [N, n]``.
+    """
+    rows = rows.tocsr()
+    rows_t = rows.T.tocsr()
+    diag = np.asarray(rows.multiply(rows).sum(axis=0), np.float64).ravel() + lam
+    inv = (1.0 / diag).astype(np.float32)[:, None]
+    b = np.asarray(rhs, np.float32)
+
+    def op(v):
+        return rows_t @ (rows @ v) + np.float32(lam) * v
+
+    x = b * inv
+    r = b - op(x)
+    z = r * inv
+    p = z.copy()
+    rz = np.sum(r * z, axis=0)
+    limit = tol * np.linalg.norm(b, axis=0)
+    for _ in range(CG_MAX_ITERATIONS):
+        if np.all(np.linalg.norm(r, axis=0) <= limit):
+            break
+        ap = op(p)
+        pap = np.sum(p * ap, axis=0)
+        alpha = np.where(pap > 0, rz / np.where(pap > 0, pap, 1.0), 0.0).astype(np.float32)
+        x += p * alpha[None, :]
+        r -= ap * alpha[None, :]
+        z = r * inv
+        rz_new = np.sum(r * z, axis=0)
+        beta = np.where(rz > 0, rz_new / np.where(rz > 0, rz, 1.0), 0.0).astype(np.float32)
+        p = z + p * beta[None, :]
+        rz = rz_new
+    return x
 
 
 def propagate(c: np.ndarray, t: TargetPropagation, weight: float) -> np.ndarray:
-    """``c (I + weight · B_t)`` for ``c [n, N_t]`` (a right factor ``[r, N_t]``, or scores), without forming ``B_t``.
+    """``c (I + weight · B_t) = c + weight (c − (c P) diag(g))`` for ``c [n, N_t]`` (a right factor ``[r, N_t]``),
+    with ``c P`` by :func:`solve_gram` (``P`` is symmetric) and never ``B_t`` itself.
 
     Returns:
       ``float32 [n, N_t]``.
     """
     c = np.asarray(c, np.float32)
-    low = ((c @ t.v) * t.d[None, :]) @ t.gv.T
-    return (c + weight * (c * t.diagonal[None, :] + low)).astype(np.float32)
+    if t.cache and t.cache[0][0] is c:
+        cp = t.cache[0][1]
+    else:
+        cp = solve_gram(t.rows, t.lam_t, c.T).T
+        t.cache[:] = [(c, cp)]
+    return (c + weight * (c - cp * t.g[None, :])).astype(np.float32)
 
 
 class ItemMapFactors(NamedTuple):
