@@ -83,7 +83,7 @@ class ItemMapConfig:
     item_norm: float = 0.5
     pop_weight: float = 0.01
     solver: str = "auto"
-    rank: int = 512
+    rank: int = 1024
     seed: int = 0
 
     def __post_init__(self):

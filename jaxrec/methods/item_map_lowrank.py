@@ -246,7 +246,7 @@ class TargetPropagation(NamedTuple):
     cache: list
 
 
-def target_propagation(factors: TargetFactors, lam_t: float) -> TargetPropagation:
+def target_propagation(factors: TargetFactors, lam_t: float, *, probes: int = 0, seed: int = 0) -> TargetPropagation:
     """The EASE model of ridge ``lam_t``: ``g = 1 / diag P`` from the diagonal-plus-rank-``r`` Gram, O(N_t·r²).
 
     By Woodbury, ``(D + V S² Vᵀ)⁻¹ = D⁻¹ − z zᵀ`` with ``D = diag(residual) + λ_t I``, ``y = D⁻¹ V S`` and ``z = y
