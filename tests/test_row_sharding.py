@@ -148,7 +148,7 @@ def tiny():
 
 @pytest.mark.parametrize("name", ["cmf", "mmd"])
 def test_recipes_with_row_sharded_tables_equal_replicated(tiny, name):
-    kw = dict(epochs=2, progress=False, dim=8, batch_size=64, patience=5, parallel="mesh")
+    kw = dict(epochs=1, progress=False, dim=8, batch_size=64, patience=5, parallel="mesh")
     if name == "mmd":
         kw |= dict(user_tower=(8,), align_size=32)
     users = np.arange(tiny.n_users, dtype=np.int32)
