@@ -12,7 +12,8 @@ Recipes (what each transfers, from ``source`` to the cold-start users of ``targe
   ``cmf`` (user embeddings shared by both domains), ``mmd`` / ``coral`` / ``dann`` (``cmf`` + per-domain user
   towers + an alignment term on the user representations).
 * :mod:`~jaxrec.methods.item_map` — ``item_map``: a closed-form ridge map from source items to target items, then
-  one propagation step through the target's EASE model; the strong baseline.
+  one propagation step through the target's EASE model; the strong baseline. Above a catalogue size it runs
+  low-rank (:mod:`~jaxrec.methods.item_map_lowrank`, which also gives the map as factors: ``item_map_factors``).
 * :mod:`~jaxrec.methods.mapping` — ``emcdr``: a map from source to target user embeddings (and the pieces the
   mapping recipes share); :mod:`~jaxrec.methods.ptupcdr` — ``ptupcdr``: a personal bridge from the source
   history; :mod:`~jaxrec.methods.finetune` — ``finetune``: source-trained users, fine-tuned target items.
@@ -44,6 +45,7 @@ from jaxrec.methods import (
     history_model,
     inductive,
     item_map,
+    item_map_lowrank,
     joint,
     lightgcn,
     mapping,
@@ -88,7 +90,8 @@ from jaxrec.methods.factor_map import FactorMapConfig, train_factor_map
 from jaxrec.methods.finetune import FinetuneConfig, train_finetune
 from jaxrec.methods.history_model import HistoryModel
 from jaxrec.methods.inductive import HistoryConfig, train_history
-from jaxrec.methods.item_map import ItemMapConfig, item_map_scores, train_item_map
+from jaxrec.methods.item_map import ItemMapConfig, item_map_factored_scores, item_map_scores, train_item_map
+from jaxrec.methods.item_map_lowrank import ItemMapFactors, item_map_factors
 from jaxrec.methods.joint import JointConfig, fit_joint, train_joint
 from jaxrec.methods.lightgcn import GRAPH_KEY, LightGCNConfig, LightGCNModel, joint_graph, train_lightgcn
 from jaxrec.methods.mapping import EMCDRConfig, fit_mapping, padded_history, pretrain, sample_rows, train_emcdr
@@ -262,6 +265,9 @@ __all__ = [
     "train_target_only",
     # item_map
     "ItemMapConfig",
+    "ItemMapFactors",
+    "item_map_factored_scores",
+    "item_map_factors",
     "item_map_scores",
     "train_item_map",
     # mapping, ptupcdr, finetune
@@ -315,6 +321,7 @@ __all__ = [
     "history_model",
     "inductive",
     "item_map",
+    "item_map_lowrank",
     "joint",
     "lightgcn",
     "mapping",

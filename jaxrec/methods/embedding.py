@@ -95,6 +95,10 @@ class EmbeddingConfig:
         means per device averaged over devices, and alignment terms see each device's shard, so a padded last
         batch weighs differently: a close model, not the same). The batch size must divide by the device
         count. See :func:`jaxrec.train.make_train_step`.
+      shard_rows: with ``parallel="mesh"``, the user and item tables are sharded on their rows over the devices
+        (each holds ``rows / devices`` of them; rows padded to a multiple of the device count, never scored) instead
+        of replicated on each: the same model, for tables larger than one device. See
+        :func:`jaxrec.train.row_shardings`.
       auxiliary: further domains trained jointly with ``source`` and ``target`` (shared users, one item table
         and BPR term each; ``("all",)``: every domain of the dataset) — the multi-domain setting with N > 2
         domains. The alignment term stays between ``source`` and ``target``. Recipes ``cmf``, ``mmd``,
@@ -117,6 +121,7 @@ class EmbeddingConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    shard_rows: bool = False
     auxiliary: tuple[str, ...] = ()
 
     def __post_init__(self):
@@ -136,6 +141,8 @@ class EmbeddingConfig:
             object.__setattr__(self, "discrepancy_options", FrozenDict(self.discrepancy_options))
         tr.resolve_discrepancy(self.discrepancy, self.discrepancy_options)
         check_parallel(self)
+        if self.shard_rows and self.parallel != "mesh":
+            raise ValueError(f"EmbeddingConfig.shard_rows=True needs parallel='mesh', got {self.parallel!r}")
 
 
 class SharedEmbeddingModel(nn.Module):
@@ -157,9 +164,12 @@ class SharedEmbeddingModel(nn.Module):
     user_tower: tuple[int, ...] = ()
     adversarial: bool = False
     align_size: int = 256
+    row_multiple: int = 1  # tables padded to a multiple of this many rows (the device count, for shard_rows)
 
     def setup(self):
-        self.embed = models.CrossDomainEmbedding(self.n_users, tuple(self.n_items), self.dim)
+        self.embed = models.CrossDomainEmbedding(
+            self.n_users, tuple(self.n_items), self.dim, row_multiple=self.row_multiple
+        )
         self.towers = (
             [models.MLP(tuple(self.user_tower) + (self.dim,), name=f"tower_{k}") for k in range(len(self.n_items))]
             if self.user_tower
@@ -243,12 +253,14 @@ def fit_embedding(
         tuple(config.user_tower),
         adversarial,
         config.align_size,
+        jax.device_count() if config.shard_rows else 1,
     )
     batches, steps_per_epoch = domain_batches(ds, domains, batch_size=config.batch_size, n_negatives=config.n_negatives)
     objective = recipe_objective(config, joint=len(domains) > 1, total_steps=steps_per_epoch * config.epochs)
     valid = valid_evaluator(ds, source, target, cold=source in domains)
     evaluate = None if valid is None else (lambda params: valid(scorer_for(model, params, ds, domains, target)))
     config_t = train_config(config, steps_per_epoch=steps_per_epoch, early_stopping=valid is not None)
+    config_t = dataclasses.replace(config_t, shard_rows=config.shard_rows)
     result = tr.fit(config_t, tr.Task(model, objective, batches, evaluate=evaluate, name="+".join(domains)))
     return model, result.best_params, result.history
 

@@ -2,6 +2,10 @@
 
 Axis conventions: ``batch`` (B) rows of a batch; ``dim`` (D) embedding width; ``num_items`` (N) rows of an item
 table; ``domains`` (K) the number of domains. Ids are integers, ``< 0`` for padding (``-1`` by convention).
+
+Tables can carry padding rows (``row_multiple``), so that their row axis divides over the devices of a mesh
+(:func:`jaxrec.train.placement` with ``shard_rows=True``): the padding rows start at zero, no id looks them up
+and :meth:`CrossDomainEmbedding.item_table` leaves them out.
 """
 
 from __future__ import annotations
@@ -28,6 +32,20 @@ from jaxrec.models.layers import (
 )
 
 
+def padded_rows(n: int, multiple: int) -> int:
+    """``n`` rounded up to a multiple of ``multiple``."""
+    return -(-n // multiple) * multiple
+
+
+def _padded_init(init: Callable[..., Array], rows: int) -> Callable[..., Array]:
+    """``init`` for the first ``rows`` rows (the values an unpadded table of ``rows`` rows gets), zeros below."""
+
+    def padded(key, shape, dtype=jnp.float32):
+        return jnp.pad(init(key, (rows,) + tuple(shape[1:]), dtype), ((0, shape[0] - rows), (0, 0)))
+
+    return padded
+
+
 def _l2_normalize(x: Array, eps: float = 1e-12) -> Array:
     """x / max(‖x‖, eps) along the last axis; finite value and gradient at x = 0."""
     sq = jnp.sum(jnp.square(x), axis=-1, keepdims=True)
@@ -46,6 +64,9 @@ class CrossDomainEmbedding(nn.Module):
       num_items: rows of each domain's item table, ``[K]``.
       dim: embedding width D.
       embedding_init: initializer of every table (default `DEFAULT_EMBEDDING_INIT`, N(0, 0.1²)).
+      row_multiple: every table's rows are padded up to a multiple of this (the device count, to shard tables on
+        their row axis); the first rows hold what an unpadded table holds, the padding rows are zeros that no id
+        reaches. 1: no padding.
 
     Example:
       >>> emb = CrossDomainEmbedding(num_users=10, num_items=(5, 7), dim=4)
@@ -59,19 +80,23 @@ class CrossDomainEmbedding(nn.Module):
     num_items: Sequence[int]
     dim: int = 64
     embedding_init: Callable[..., Array] = DEFAULT_EMBEDDING_INIT
+    row_multiple: int = 1
 
     def __post_init__(self):
         checks.positive_int("num_users", self.num_users)
         check_features("num_items", self.num_items)
         checks.positive_int("dim", self.dim)
+        checks.positive_int("row_multiple", self.row_multiple)
         super().__post_init__()
 
+    def _table(self, rows: int, name: str | None = None) -> nn.Embed:
+        padded = padded_rows(rows, self.row_multiple)
+        init = self.embedding_init if padded == rows else _padded_init(self.embedding_init, rows)
+        return nn.Embed(padded, self.dim, embedding_init=init, name=name)
+
     def setup(self):
-        self.user_table = nn.Embed(self.num_users, self.dim, embedding_init=self.embedding_init)
-        self.item_tables = [
-            nn.Embed(n, self.dim, embedding_init=self.embedding_init, name=f"items_{k}")
-            for k, n in enumerate(self.num_items)
-        ]
+        self.user_table = self._table(self.num_users)
+        self.item_tables = [self._table(n, f"items_{k}") for k, n in enumerate(self.num_items)]
 
     @staticmethod
     def _lookup(table: nn.Embed, ids: Array, name: str) -> Array:
@@ -95,8 +120,9 @@ class CrossDomainEmbedding(nn.Module):
         return self._lookup(self.item_tables[self._check_domain(domain)], item_ids, "item_ids")
 
     def item_table(self, domain: int) -> Array:
-        """The whole item table of ``domain``, ``[num_items[domain], D]`` (for retrieval)."""
-        return self.item_tables[self._check_domain(domain)].embedding
+        """The whole item table of ``domain``, ``[num_items[domain], D]`` (for retrieval; padding rows left out)."""
+        domain = self._check_domain(domain)
+        return self.item_tables[domain].embedding[: self.num_items[domain]]
 
     def create_tables(self) -> None:
         """Creates the user table and every domain's item table; returns nothing.

@@ -6,7 +6,8 @@ functions of :func:`scorer_functions`, written into ``run.json`` by its stable n
 scorers that way):
 
 * ``"warm_or_popularity"`` — :func:`jaxrec.methods.warm_or_popularity` (``methods.fallback_scorer``),
-* ``"item_map_scores"`` — :func:`jaxrec.methods.item_map_scores` (the ``item_map`` recipe),
+* ``"item_map_scores"`` — :func:`jaxrec.methods.item_map_scores` (the ``item_map`` recipe, dense solver),
+* ``"item_map_factored_scores"`` — :func:`jaxrec.methods.item_map_factored_scores` (``item_map``, low-rank solver),
 * ``"popularity"`` — the user side of :func:`jaxrec.evaluate.popularity_scorer`,
 * ``"embedding"`` — the user side of :func:`jaxrec.evaluate.embedding_scorer`.
 
@@ -55,6 +56,7 @@ SCORER_FUNCTIONS: Mapping[str, Callable] = types.MappingProxyType(
     {
         "warm_or_popularity": methods.warm_or_popularity,
         "item_map_scores": methods.item_map_scores,
+        "item_map_factored_scores": methods.item_map_factored_scores,
         "popularity": ev.ones_column,
         "embedding": ev.take_rows,
     }
@@ -63,8 +65,8 @@ SCORER_FUNCTIONS: Mapping[str, Callable] = types.MappingProxyType(
 
 def scorer_functions() -> Mapping[str, Callable]:
     """The functions a saved scorer may be built on (:data:`SCORER_FUNCTIONS`), by the stable name ``run.json``
-    stores: ``warm_or_popularity`` and ``item_map_scores`` of :mod:`jaxrec.methods`, and ``evaluate.ones_column``
-    (``popularity``) and ``evaluate.take_rows`` (``embedding``)."""
+    stores: ``warm_or_popularity``, ``item_map_scores`` and ``item_map_factored_scores`` of :mod:`jaxrec.methods`,
+    and ``evaluate.ones_column`` (``popularity``) and ``evaluate.take_rows`` (``embedding``)."""
     return SCORER_FUNCTIONS
 
 

@@ -40,6 +40,9 @@ class TrainConfig:
       seed: seeds parameters, dropout and every epoch's data order (``default_rng([seed, epoch])``).
       optimizer: an :class:`OptimizerConfig`.
       parallel: ``"none"``, ``"pmap"`` or ``"mesh"`` (see :func:`make_train_step`).
+      shard_rows: with ``parallel="mesh"``, shard the embedding tables of the state on their rows over the mesh
+        (:func:`jaxrec.train.row_shardings`; their rows must divide by the device count) instead of replicating
+        them.
       eval_every: evaluate every this many steps (None: at the end of every epoch).
       early_stopping_metric: name of the ``task.evaluate`` metric to maximise; the best params are kept.
       patience: stop after this many evaluations without improvement (None: never stop early).
@@ -62,6 +65,7 @@ class TrainConfig:
     seed: int = 0
     optimizer: OptimizerConfig = OptimizerConfig()
     parallel: str = "none"
+    shard_rows: bool = False
     eval_every: int | None = None
     early_stopping_metric: str | None = None
     patience: int | None = None
@@ -80,6 +84,8 @@ class TrainConfig:
             raise ValueError(f"epochs={self.epochs} must be >= 1")
         if self.parallel not in ("none", "pmap", "mesh"):
             raise ValueError(f"parallel={self.parallel!r}; expected 'none', 'pmap' or 'mesh'")
+        if self.shard_rows and self.parallel != "mesh":
+            raise ValueError(f"shard_rows=True needs parallel='mesh', got parallel={self.parallel!r}")
         if self.nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy={self.nan_policy!r}; expected 'raise' or 'skip'")
         for name in ("eval_every", "checkpoint_every", "patience", "max_steps"):
@@ -355,8 +361,9 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
     state = create_train_state(init_key, task.model, first, _optimizer(config), params=task.init_params)
 
     # -- the step, and where state and batches live --
-    place = placement(config.parallel)
-    step_fn = make_train_step(task.objective, parallel=config.parallel, mesh=place.mesh)
+    place = placement(config.parallel, shard_rows=config.shard_rows)
+    sharding = None if place.state_sharding is None else place.state_sharding(state)
+    step_fn = make_train_step(task.objective, parallel=config.parallel, mesh=place.mesh, state_sharding=sharding)
 
     with _Journal(config, place) as journal:
         # -- resume, then place the state --

@@ -21,6 +21,13 @@ where the state and the batches live for the same choice and how to take them ba
   feeds its own slice of the global batch (see :func:`put_batch`).
 * ``parallel="none"``: plain ``jax.jit``.
 
+Row-sharded tables (``placement("mesh", shard_rows=True)``): on the mesh path, every embedding table of the state
+(a 2-D leaf named ``embedding``, as ``flax.linen.Embed`` names it, in the parameters and in the optimizer's moments
+alike) is placed with ``NamedSharding(mesh, P("data", None))``: each device holds ``rows / devices`` of its rows,
+and XLA's SPMD partitioner runs the gathers, the gradient scatter and the optimizer update on those shards. The
+rows must divide by the device count (pad them: ``CrossDomainEmbedding(row_multiple=...)``); everything else stays
+replicated. The step computes what the replicated step computes (the same global batch loss).
+
 The state buffers are donated to the step, so hold on to ``state.params`` only through :func:`copy_tree`.
 """
 
@@ -134,21 +141,63 @@ def make_mesh(devices=None) -> Mesh:
     return Mesh(np.asarray(jax.devices() if devices is None else devices), (MESH_AXIS,))
 
 
+def _is_table(path, leaf) -> bool:
+    """A 2-D leaf whose last path key is ``embedding`` (``flax.linen.Embed``'s parameter, or its optimizer moments)."""
+    last = path[-1] if path else None
+    return getattr(last, "key", getattr(last, "name", None)) == "embedding" and jnp.ndim(leaf) == 2
+
+
+def row_shardings(tree: Any, mesh: Mesh) -> Any:
+    """The shardings of ``tree`` with its embedding tables row-sharded over ``mesh`` (see the module docstring):
+    ``NamedSharding(mesh, P("data", None))`` for every 2-D leaf named ``embedding``, replicated for the others.
+
+    Raises:
+      ValueError: a table whose rows do not divide by the mesh's device count (naming it and its shape).
+    """
+    n = mesh.size
+    replicated = NamedSharding(mesh, PartitionSpec())
+    rows = NamedSharding(mesh, PartitionSpec(MESH_AXIS, None))
+
+    def pick(path, leaf):
+        if not _is_table(path, leaf):
+            return replicated
+        if jnp.shape(leaf)[0] % n:
+            raise ValueError(
+                f"cannot shard the rows of {jax.tree_util.keystr(path)} (shape {tuple(jnp.shape(leaf))}) over {n} "
+                f"devices: its rows must be a multiple of {n} (pad them, e.g. CrossDomainEmbedding(row_multiple={n}))"
+            )
+        return rows
+
+    return jax.tree_util.tree_map_with_path(pick, tree)
+
+
+def put_row_sharded(tree: Any, mesh: Mesh) -> Any:
+    """Places ``tree`` over ``mesh`` by :func:`row_shardings`: tables sharded on their rows, the rest replicated."""
+    return jax.device_put(tree, row_shardings(tree, mesh))
+
+
 def make_train_step(
-    objective: Objective, *, parallel: str = "none", mesh: Mesh | None = None, donate: bool = True
+    objective: Objective,
+    *,
+    parallel: str = "none",
+    mesh: Mesh | None = None,
+    donate: bool = True,
+    state_sharding: Any = None,
 ) -> Callable:
     """The compiled step ``(state, batch, rng) -> (state, metrics)`` for ``parallel`` in {none, pmap, mesh}.
 
     This is the only place where the data-parallel strategy is chosen (see the module docstring). With
     ``"pmap"`` the state must be :func:`replicate`-d and the batch :func:`jaxrec.shard`-ed; ``rng`` is one key
-    shared by all devices. With ``"mesh"`` put state and batch with :func:`put_replicated` / :func:`put_batch`.
-    :func:`placement` does either for you.
+    shared by all devices. With ``"mesh"`` put state and batch with :func:`put_replicated` (or
+    :func:`put_row_sharded`) / :func:`put_batch`. :func:`placement` does either for you.
 
     Args:
       objective: the task losses and the discrepancy term.
       parallel: ``"none"``, ``"pmap"`` or ``"mesh"``.
       mesh: the device mesh for ``"mesh"`` (default: all devices, see :func:`make_mesh`).
       donate: donate the input state's buffers to the output (the old state cannot be used afterwards).
+      state_sharding: for ``"mesh"``, the shardings of the state, a tree like it (e.g.
+        ``row_shardings(state, mesh)``); None: replicated. The new state keeps them.
 
     Returns:
       The compiled step, ``(state, batch, rng) -> (state, metrics)``.
@@ -167,10 +216,11 @@ def make_train_step(
         mesh = make_mesh() if mesh is None else mesh
         replicated = NamedSharding(mesh, PartitionSpec())
         sharded = NamedSharding(mesh, PartitionSpec(MESH_AXIS))
+        state = replicated if state_sharding is None else state_sharding
         return jax.jit(
             functools.partial(train_step, objective=objective),
-            in_shardings=(replicated, sharded, replicated),
-            out_shardings=(replicated, replicated),
+            in_shardings=(state, sharded, replicated),
+            out_shardings=(state, replicated),
             donate_argnums=donate_argnums,
         )
     raise ValueError(f"parallel={parallel!r}; expected 'none', 'pmap' or 'mesh'")
@@ -187,6 +237,8 @@ class Placement(NamedTuple):
       put_batch: a host batch of the global batch size → ``[devices, B/devices, ...]`` (``pmap``), sharded on its
         leading axis over the mesh (``mesh``), unchanged (``none``).
       take_back: a placed tree → one copy of it: the first device's (``pmap``), unchanged otherwise.
+      state_sharding: for ``"mesh"``, a host state → the shardings ``put_state`` gives it (pass them to
+        :func:`make_train_step` as ``state_sharding``); None otherwise.
     """
 
     parallel: str
@@ -194,21 +246,25 @@ class Placement(NamedTuple):
     put_state: Callable[[Any], Any]
     put_batch: Callable[[Any], Any]
     take_back: Callable[[Any], Any]
+    state_sharding: Callable[[Any], Any] | None = None
 
 
 def _same(tree: Any) -> Any:
     return tree
 
 
-def placement(parallel: str, *, mesh: Mesh | None = None) -> Placement:
-    """The :class:`Placement` that goes with ``make_train_step(objective, parallel=parallel, mesh=...)``.
+def placement(parallel: str, *, mesh: Mesh | None = None, shard_rows: bool = False) -> Placement:
+    """The :class:`Placement` that goes with ``make_train_step(objective, parallel=parallel, mesh=...,
+    state_sharding=...)``.
 
     Args:
       parallel: ``"none"``, ``"pmap"`` or ``"mesh"``.
       mesh: for ``"mesh"``, the mesh to use (default :func:`make_mesh`: every device of every host).
+      shard_rows: for ``"mesh"``, shard the state's embedding tables on their rows (:func:`row_shardings`)
+        instead of replicating them.
 
     Raises:
-      ValueError: an unknown ``parallel``.
+      ValueError: an unknown ``parallel``, or ``shard_rows`` without ``"mesh"``.
 
     Example:
       >>> place = placement("pmap")
@@ -216,6 +272,8 @@ def placement(parallel: str, *, mesh: Mesh | None = None) -> Placement:
       >>> state, metrics = step(place.put_state(state), place.put_batch(batch), rng)  # doctest: +SKIP
       >>> params = place.take_back(state.params)  # doctest: +SKIP
     """
+    if shard_rows and parallel != "mesh":
+        raise ValueError(f"shard_rows=True needs parallel='mesh', got parallel={parallel!r}")
     if parallel == "none":
         return Placement(parallel, None, _same, _same, _same)
     if parallel == "pmap":
@@ -223,12 +281,17 @@ def placement(parallel: str, *, mesh: Mesh | None = None) -> Placement:
         return Placement(parallel, None, replicate, lambda batch: batching.shard(batch, n_devices), unreplicate)
     if parallel == "mesh":
         mesh = make_mesh() if mesh is None else mesh
+        if shard_rows:
+            put, shardings = put_row_sharded, row_shardings
+        else:
+            put, shardings = put_replicated, _replicated_shardings
         return Placement(
             parallel,
             mesh,
-            functools.partial(put_replicated, mesh=mesh),
+            functools.partial(put, mesh=mesh),
             functools.partial(put_batch, mesh=mesh),
             _same,
+            functools.partial(shardings, mesh=mesh),
         )
     raise ValueError(f"parallel={parallel!r}; expected 'none', 'pmap' or 'mesh'")
 
@@ -258,6 +321,10 @@ def unreplicate(tree: Any) -> Any:
       The tree with each leaf ``[...]`` of device 0.
     """
     return jax.tree.map(lambda x: x[0], tree)
+
+
+def _replicated_shardings(tree: Any, mesh: Mesh) -> Any:
+    return jax.tree.map(lambda _: NamedSharding(mesh, PartitionSpec()), tree)
 
 
 def put_replicated(tree: Any, mesh: Mesh) -> Any:
