@@ -234,6 +234,7 @@ def test_parallel_option_is_checked():
 def test_registry_holds_every_recipe():
     wanted = {"popularity", "target_only", "cmf", "mmd", "coral", "dann", "emcdr", "ptupcdr", "conet", "mmoe"}
     wanted |= {"ple", "star", "lightgcn", "finetune", "item_map", "shared_bottom", "cross_stitch", "history"}
+    wanted |= {"factor_map"}
     assert wanted == set(methods.METHODS)
     for name, method in methods.METHODS.items():
         assert method.name == name and method.summary and dataclasses.is_dataclass(method.default_config)

@@ -88,6 +88,7 @@ TUNE_GRIDS: Mapping[str, Mapping[str, tuple]] = {
     "cross_stitch": _JOINT,
     "lightgcn": {"task_loss": _LOSSES, "learning_rate": (1e-2, 3e-3), "num_layers": (3, 2), "l2": (1e-2, 1e-3)},
     "history": {"task_loss": _LOSSES, "learning_rate": (3e-3, 1e-3), "dropout_rate": (0.2, 0.0)},
+    "factor_map": {"learning_rate": (3e-4, 1e-3, 1e-4), "rank": (256, 128, 512), "target_weight": (0.0, 1.0)},
 }
 
 #: Axes a vmapped trial trains side by side in one program (traced per model, not static in the step).
