@@ -1,5 +1,5 @@
 """Synthetic cross-domain data at scale, generated in blocks of users in time and memory linear in the
-interactions (:func:`synthetic_blocks`, :func:`synthetic_large`), and a folder writer for the format
+interactions (:func:`~jaxrec.data.stream.synthetic_blocks`, :func:`synthetic_large`), and a folder writer for the format
 :func:`jaxrec.data.load_dir` reads (:func:`write_dir`), so that 10⁷ interactions are written without holding
 them as text.
 
@@ -150,7 +150,7 @@ def synthetic_blocks(
 
 
 def synthetic_large(config: LargeSyntheticConfig = LargeSyntheticConfig(), **overrides) -> CrossDomainDataset:
-    """A dataset from :func:`synthetic_blocks` (every interaction in ``train``; raw ids = contiguous ids).
+    """A dataset from :func:`~jaxrec.data.stream.synthetic_blocks` (every interaction in ``train``; raw ids = contiguous ids).
 
     Apply :func:`jaxrec.data.cold_start_split` for the cold-start protocol. Deterministic given ``config.seed``.
 

@@ -71,7 +71,7 @@ class ItemMapConfig:
         breaks the exact ties among items the source history says nothing about.
       solver: ``"dense"`` (exact Gram and EASE solves: O(N²) memory, O(N³) time), ``"lowrank"`` (the map kept
         factored through rank-``rank`` randomised SVDs: O((U + N)·rank + nnz) memory) or ``"auto"`` (dense up to
-        :data:`DENSE_ITEM_LIMIT` items in the two domains together, low-rank above).
+        :data:`~jaxrec.methods.item_map.DENSE_ITEM_LIMIT` items in the two domains together, low-rank above).
       rank: the rank of the low-rank solver, for the source rows of the overlapping users and for the target rows
         alike (capped by their sizes; at those caps it equals the dense solver).
       seed: seeds the randomised SVDs of the low-rank solver (the dense solution is deterministic).

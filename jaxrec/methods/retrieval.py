@@ -184,7 +184,7 @@ def pair_task_loss(task_loss: str, record: Mapping[str, jax.Array], batch: Mappi
     """The task loss of one domain's pair record, masked mean over its valid rows.
 
     Args:
-      task_loss: ``"softmax"``, ``"sampled_softmax"`` or ``"bpr"`` (:func:`resolve_task_loss` decides between the
+      task_loss: ``"softmax"``, ``"sampled_softmax"`` or ``"bpr"`` (``resolve_task_loss`` decides between the
         first two from the shapes).
       record: a :func:`jaxrec.methods.common.pair_outputs` record: ``"pos" [B]``, ``"neg" [B, n]``, ``"mask"
         bool [B]``, ``"h" [B, D]`` (user vectors), ``"neg_vectors" [B, n, D]`` and ``"items" [N, D]`` (the
@@ -192,7 +192,7 @@ def pair_task_loss(task_loss: str, record: Mapping[str, jax.Array], batch: Mappi
       batch: the domain's batch: ``"items" int [B]`` (positive ids) and ``"negatives" int [B, n]``.
 
     Returns:
-      The scalar loss: ``"bpr"``: ``mean_b mean_n softplus(neg − pos)``; ``"softmax"``: ``mean_b (logsumexp_j
+      The scalar loss. ``"bpr"``: ``mean_b mean_n softplus(neg − pos)``; ``"softmax"``: ``mean_b (logsumexp_j
       h_b·v_j − pos_b)`` over the N items; ``"sampled_softmax"``: each positive against the ``K = B·n`` negatives
       of the whole batch (those of padding rows and those equal to its own id removed), every negative logit
       corrected by ``− log(K/N)``.
@@ -232,7 +232,7 @@ def task_objective(
     model_kwargs: Callable[[jax.Array], dict] | None = None,
     discrepancy_options: Mapping[str, Any] | None = None,
 ) -> tr.Objective:
-    """The objective of the pair recipes: per domain, :func:`pair_task_loss` plus ``l2`` × the mean squared norms
+    """The objective of the pair recipes: per domain, :func:`~jaxrec.methods.retrieval.pair_task_loss` plus ``l2`` × the mean squared norms
     of the batch's vectors, and optionally ``λ·D`` on the model's ``"align"`` output.
 
     Args:
