@@ -150,7 +150,8 @@ def synthetic_blocks(
 
 
 def synthetic_large(config: LargeSyntheticConfig = LargeSyntheticConfig(), **overrides) -> CrossDomainDataset:
-    """A dataset from :func:`~jaxrec.data.stream.synthetic_blocks` (every interaction in ``train``; raw ids = contiguous ids).
+    """A dataset from :func:`~jaxrec.data.stream.synthetic_blocks` (every interaction in ``train``; raw ids =
+    contiguous ids).
 
     Apply :func:`jaxrec.data.cold_start_split` for the cold-start protocol. Deterministic given ``config.seed``.
 

@@ -232,8 +232,9 @@ def task_objective(
     model_kwargs: Callable[[jax.Array], dict] | None = None,
     discrepancy_options: Mapping[str, Any] | None = None,
 ) -> tr.Objective:
-    """The objective of the pair recipes: per domain, :func:`~jaxrec.methods.retrieval.pair_task_loss` plus ``l2`` × the mean squared norms
-    of the batch's vectors, and optionally ``λ·D`` on the model's ``"align"`` output.
+    """The objective of the pair recipes: per domain, :func:`~jaxrec.methods.retrieval.pair_task_loss` plus
+    ``l2`` × the mean squared norms of the batch's vectors, and optionally ``λ·D`` on the model's ``"align"``
+    output.
 
     Args:
       l2: weight of ``‖user‖² + ‖pos_item‖² + mean_n ‖neg_item‖²`` (masked mean over the batch; the same for
