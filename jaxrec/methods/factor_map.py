@@ -47,7 +47,7 @@ from jaxrec.methods.common import (
     valid_evaluator,
 )
 from jaxrec.methods.factor_model import FactorMapModel, low_rank_factors
-from jaxrec.methods.inductive import holdout_rows
+from jaxrec.methods.inductive import group_batches, holdout_rows
 from jaxrec.methods.item_map import ItemMapConfig, train_item_map
 from jaxrec.methods.mapping import sample_rows
 from jaxrec.methods.retrieval import full_softmax_loss
@@ -223,15 +223,7 @@ def factor_map_batches(ds: CrossDomainDataset, source: str, target: str, config:
             "rows": rows,
         }
 
-    def batches(rng: np.random.Generator):
-        orders = {"cross": rng.permutation(groups["cross"])}
-        for g, users in groups.items():
-            if g != "cross":
-                orders[g] = np.concatenate([rng.permutation(users) for _ in range(-(-steps * sizes[g] // users.size))])
-        for i in range(steps):
-            yield {g: rows_of(g, order[i * sizes[g] : (i + 1) * sizes[g]], rng) for g, order in orders.items()}
-
-    return batches, steps, tuple(groups)
+    return group_batches(groups, sizes, steps, rows_of), steps, tuple(groups)
 
 
 def factor_map_objective(config: FactorMapConfig, groups, *, total_steps: int) -> tr.Objective:

@@ -69,6 +69,7 @@ from jaxrec.methods.retrieval import (
 
 __all__ = [
     "HistoryConfig",
+    "group_batches",
     "history_batches",
     "history_objective",
     "history_scorer",
@@ -212,6 +213,26 @@ def _group_users(ds: CrossDomainDataset, source: str, target: str, config: Histo
     return {g: users for g, users in groups.items() if users.size}
 
 
+def group_batches(
+    groups: Mapping[str, np.ndarray], sizes: Mapping[str, int], steps: int, rows_of: Callable
+) -> Callable[[np.random.Generator], Any]:
+    """``batches(rng)`` over groups of users: per step, ``{group: rows_of(group, users [sizes[group]], rng)}``.
+
+    The ``"cross"`` group goes once through a permutation of its users per epoch (``steps`` steps, the last one
+    short); every other group through as many fresh permutations of its users as the epoch needs.
+    """
+
+    def batches(rng: np.random.Generator):
+        orders = {"cross": rng.permutation(groups["cross"])}
+        for g, users in groups.items():
+            if g != "cross":  # enough fresh permutations for every step
+                orders[g] = np.concatenate([rng.permutation(users) for _ in range(-(-steps * sizes[g] // users.size))])
+        for i in range(steps):
+            yield {g: rows_of(g, order[i * sizes[g] : (i + 1) * sizes[g]], rng) for g, order in orders.items()}
+
+    return batches
+
+
 def history_batches(
     ds: CrossDomainDataset, source: str, target: str, config: HistoryConfig
 ) -> tuple[Callable[[np.random.Generator], Any], int, tuple[str, ...]]:
@@ -249,15 +270,7 @@ def history_batches(
             out["pos_log_q"] = np.where(pos >= 0, log_q[sk][np.maximum(pos, 0)], 0.0).astype(np.float32)
         return out
 
-    def batches(rng: np.random.Generator):
-        orders = {"cross": rng.permutation(groups["cross"])}
-        for g, users in groups.items():
-            if g != "cross":  # enough fresh permutations for every step
-                orders[g] = np.concatenate([rng.permutation(users) for _ in range(-(-steps * sizes[g] // users.size))])
-        for i in range(steps):
-            yield {g: rows_of(g, order[i * sizes[g] : (i + 1) * sizes[g]], rng) for g, order in orders.items()}
-
-    return batches, steps, tuple(groups)
+    return group_batches(groups, sizes, steps, rows_of), steps, tuple(groups)
 
 
 def _group_loss(task_loss: str, l2: float, out: dict, b: dict) -> jax.Array:
