@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from jaxrec import data as D
 from jaxrec.data import chunks, idmap, parquet, stream
-from tests.conftest import AMAZON
+from conftest import AMAZON
 
 SETTINGS = settings(
     max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from jaxrec import cli, data, methods, sweep
-from tests.conftest import write_dataset_dir
+from conftest import write_dataset_dir
 
 
 @pytest.fixture(scope="module")
