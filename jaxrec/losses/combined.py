@@ -1,7 +1,7 @@
 """The combined objective ``L = Σ_d w_d · L_task(d) + λ · D``, returned with its parts for logging.
 
 The task losses come in already reduced to scalars (e.g. with ``mean_where``); ``D`` is a discrepancy term from
-:data:`jaxrec.losses.DISCREPANCIES` (or None). ``jaxrec.train`` calls this once, in its step's ``loss_fn``.
+:data:`jaxrec.losses.DISCREPANCIES` (or None). ``jaxrec.train`` calls this once, in ``Objective.loss``.
 """
 
 from __future__ import annotations

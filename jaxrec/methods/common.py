@@ -130,13 +130,17 @@ def check_pair(ds: CrossDomainDataset, source: str, target: str) -> None:
 
 
 def check_parallel(config) -> None:
-    """Checks ``config.parallel`` against :data:`PARALLEL`.
+    """Checks ``config.parallel`` against :data:`PARALLEL` (and ``config.sparse_min_rows``, where it has one).
 
     Raises:
-      ValueError: naming the config class, the value and the valid strategies.
+      ValueError: naming the config class, the value and the valid strategies (or a ``sparse_min_rows`` that is
+        not a positive int or None).
     """
     if config.parallel not in PARALLEL:
         raise ValueError(f"{type(config).__name__}.parallel={config.parallel!r}; expected one of {', '.join(PARALLEL)}")
+    rows = getattr(config, "sparse_min_rows", None)
+    if rows is not None and (not isinstance(rows, int) or isinstance(rows, bool) or rows < 1):
+        raise ValueError(f"{type(config).__name__}.sparse_min_rows={rows!r}; expected a positive int or None")
 
 
 def check_seed(name: str, value: Any) -> int:
@@ -429,8 +433,8 @@ def train_config(
     early stopping on valid NDCG@10 when ``early_stopping``.
 
     Args:
-      config: the recipe config; read: ``parallel``, ``epochs``, ``seed``, ``progress``, ``learning_rate``,
-        ``patience`` (the last only with ``early_stopping``).
+      config: the recipe config; read: ``parallel``, ``sparse_min_rows``, ``epochs``, ``seed``, ``progress``,
+        ``learning_rate``, ``patience`` (the last only with ``early_stopping``).
       steps_per_epoch: steps in an epoch (sets the log interval).
       early_stopping: stop on ``"NDCG@10"`` of the task's ``evaluate`` after ``config.patience`` epochs without
         improvement, keeping the best parameters.
@@ -442,6 +446,7 @@ def train_config(
     """
     return tr.TrainConfig(
         parallel=config.parallel,
+        sparse_min_rows=config.sparse_min_rows,
         epochs=config.epochs if epochs is None else epochs,
         seed=config.seed,
         progress=config.progress,

@@ -89,6 +89,8 @@ class EmbeddingConfig:
       patience: early stopping after this many epochs without a better validation NDCG@10 (cold users).
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      sparse_min_rows: embedding tables of at least this many rows are updated at the rows each batch looks up
+        (lazy Adam; see :class:`jaxrec.train.TrainConfig`); None: every parameter densely.
       parallel: data parallelism of the train step — ``"none"``, ``"mesh"`` (``jit`` over a 1-D mesh of all
         devices: the global batch is split, the loss is the single-device loss, and the model equals
         single-device training up to float rounding) or ``"pmap"`` (every local device; the losses are masked
@@ -121,6 +123,7 @@ class EmbeddingConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
     shard_rows: bool = False
     auxiliary: tuple[str, ...] = ()
 

@@ -81,6 +81,8 @@ class FactorMapConfig:
       patience: early stopping after this many epochs without a better valid NDCG@10 (cold users, full ranking).
       seed: the sketch of the factorisation, data order, subsets.
       progress: tqdm bars.
+      sparse_min_rows: embedding tables of at least this many rows are updated at the rows each batch looks up
+        (lazy Adam; see :class:`jaxrec.train.TrainConfig`); None: every parameter densely.
       parallel: data parallelism of the train step (``"none"``, ``"pmap"``, ``"mesh"``); ``batch_size`` and
         ``side_batch_size`` must divide by the device count.
     """
@@ -106,6 +108,7 @@ class FactorMapConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
 
     def __post_init__(self):
         check_parallel(self)

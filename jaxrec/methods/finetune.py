@@ -63,7 +63,7 @@ class FinetuneConfig:
       learning_rate: Adam learning rate of phase 1.
       finetune_learning_rate: Adam learning rate of phase 2.
       patience: phase 2 stops after this many epochs without a better valid cold-user NDCG@10.
-      seed, progress, parallel: as in :class:`~jaxrec.methods.EMCDRConfig`.
+      seed, progress, parallel, sparse_min_rows: as in :class:`~jaxrec.methods.EMCDRConfig`.
     """
 
     dim: int = 64
@@ -81,6 +81,7 @@ class FinetuneConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
 
     def __post_init__(self):
         check_parallel(self)

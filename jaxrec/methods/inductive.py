@@ -113,6 +113,8 @@ class HistoryConfig:
       patience: early stopping after this many epochs without a better valid NDCG@10 (cold users).
       seed: parameters, data order, histories and negatives.
       progress: tqdm bars.
+      sparse_min_rows: embedding tables of at least this many rows are updated at the rows each batch looks up
+        (lazy Adam; see :class:`jaxrec.train.TrainConfig`); None: every parameter densely.
       parallel: data parallelism of the train step (``"none"``, ``"pmap"``, ``"mesh"``; see
         :class:`jaxrec.methods.EmbeddingConfig`); ``batch_size``, ``side_batch_size`` and ``n_negatives`` must
         divide by the device count.
@@ -145,6 +147,7 @@ class HistoryConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
 
     def __post_init__(self):
         check_parallel(self)

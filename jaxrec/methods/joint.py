@@ -59,6 +59,8 @@ class JointConfig:
       patience: early stopping after this many epochs without a better cold-user valid NDCG@10.
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      sparse_min_rows: embedding tables of at least this many rows are updated at the rows each batch looks up
+        (lazy Adam; see :class:`jaxrec.train.TrainConfig`); None: every parameter densely.
       parallel: data parallelism of the train step (``"none"``, ``"pmap"``, ``"mesh"``; see
         :class:`jaxrec.methods.EmbeddingConfig`).
     """
@@ -74,6 +76,7 @@ class JointConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
 
     def __post_init__(self):
         check_parallel(self)

@@ -68,6 +68,8 @@ class EMCDRConfig:
       patience: the mapping stops after this many epochs without a better valid cold-user NDCG@10.
       seed: parameters, data order and negatives.
       progress: tqdm bars.
+      sparse_min_rows: embedding tables of at least this many rows are updated at the rows each batch looks up
+        (lazy Adam; see :class:`jaxrec.train.TrainConfig`); None: every parameter densely.
       parallel: data parallelism of the embedding training steps (``"none"``, ``"pmap"``, ``"mesh"``; see
         :class:`jaxrec.methods.EmbeddingConfig`). The small mapping network always trains on one device.
     """
@@ -88,6 +90,7 @@ class EMCDRConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
 
     def __post_init__(self):
         check_parallel(self)
@@ -116,7 +119,7 @@ def pretrain(ds: CrossDomainDataset, domain: str, config) -> tuple[np.ndarray, n
       ds: the dataset.
       domain: the domain trained.
       config: a recipe config; read: ``dim``, ``epochs``, ``batch_size``, ``n_negatives``, ``task_loss``,
-        ``learning_rate``, ``l2``, ``seed``, ``progress``, ``parallel``.
+        ``learning_rate``, ``l2``, ``seed``, ``progress``, ``parallel``, ``sparse_min_rows``.
 
     Returns:
       ``(users [U, D], items [N, D], history)`` as host arrays.
@@ -133,6 +136,7 @@ def pretrain(ds: CrossDomainDataset, domain: str, config) -> tuple[np.ndarray, n
         seed=config.seed,
         progress=config.progress,
         parallel=config.parallel,
+        sparse_min_rows=config.sparse_min_rows,
     )
     model, params, history = fit_embedding(view, (domain,), source=domain, target=domain, config=emb)
     users = model.apply({"params": params}, jnp.arange(ds.n_users), 0, method=SharedEmbeddingModel.user_vectors)

@@ -76,7 +76,7 @@ class PTUPCDRConfig:
       meta_negatives: uniform unseen negatives per target positive in meta training.
       meta_learning_rate: Adam learning rate of the meta network.
       patience: meta training stops after this many epochs without a better valid cold-user NDCG@10.
-      seed, progress, parallel: as in :class:`~jaxrec.methods.EMCDRConfig`.
+      seed, progress, parallel, sparse_min_rows: as in :class:`~jaxrec.methods.EMCDRConfig`.
     """
 
     dim: int = 64
@@ -99,6 +99,7 @@ class PTUPCDRConfig:
     seed: int = 0
     progress: bool = True
     parallel: str = "none"
+    sparse_min_rows: int | None = tr.SPARSE_MIN_ROWS
 
     def __post_init__(self):
         check_parallel(self)

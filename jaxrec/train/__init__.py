@@ -1,6 +1,6 @@
 """Training: optimizers, the objective, one pure train step, data parallelism, checkpoints, ``fit``, model stacks.
 
-The combined objective of every method is written once, in :func:`train_step`'s ``loss_fn``:
+The combined objective of every method is written once, in :meth:`Objective.loss`:
 
     L = Σ_d w_d · L_task(d) + λ(step) · D(h_source, h_target)
 
@@ -13,6 +13,7 @@ Modules, in import order (each imports only the ones above it):
 * ``optim`` — ``OPTIMIZERS``, :class:`OptimizerConfig`, :func:`make_optimizer`
 * ``objective`` — :class:`Objective`, :func:`alignment` (the one place the adversarial schedule is written),
   :func:`resolve_discrepancy`, :func:`alternating_weights`
+* ``sparse`` — :func:`sparse_train_step`: row-sparse (lazy) updates of large embedding tables
 * ``step`` — ``TrainState``, :func:`train_step`, :func:`make_train_step` (the one data-parallel site) and,
   next to it, :func:`placement` (where state and batches live for each ``parallel``)
 * ``checkpoint`` — the Orbax manager, save and restore
@@ -23,6 +24,7 @@ Modules, in import order (each imports only the ones above it):
 from jaxrec.train.fitting import FitResult, NonFiniteError, Task, TrainConfig, fit, run_phases
 from jaxrec.train.objective import Objective, alignment, alternating_weights, resolve_discrepancy
 from jaxrec.train.optim import OPTIMIZERS, OptimizerConfig, make_optimizer
+from jaxrec.train.sparse import SPARSE_MIN_ROWS, sparse_train_step
 from jaxrec.train.stack import (
     create_stacked_state,
     lam_as_reversal,
@@ -58,6 +60,7 @@ __all__ = [
     "NonFiniteError",
     "Objective",
     "OptimizerConfig",
+    "SPARSE_MIN_ROWS",
     "Placement",
     "Task",
     "TrainConfig",
@@ -82,6 +85,7 @@ __all__ = [
     "resolve_discrepancy",
     "row_shardings",
     "run_phases",
+    "sparse_train_step",
     "stack_optimizer",
     "train_step",
     "unreplicate",

@@ -28,6 +28,7 @@ from tqdm.auto import tqdm
 from jaxrec.train.checkpoint import checkpoint_manager, current_session, restore_checkpoint, save_checkpoint
 from jaxrec.train.objective import Objective
 from jaxrec.train.optim import OptimizerConfig, make_optimizer
+from jaxrec.train.sparse import SPARSE_MIN_ROWS
 from jaxrec.train.step import Placement, TrainState, copy_tree, create_train_state, make_train_step, placement
 
 
@@ -43,6 +44,10 @@ class TrainConfig:
       shard_rows: with ``parallel="mesh"``, shard the embedding tables of the state on their rows over the mesh
         (:func:`jaxrec.train.row_shardings`; their rows must divide by the device count) instead of replicating
         them.
+      sparse_min_rows: embedding tables of at least this many rows are updated row by row, at the rows each batch
+        looks up (:func:`jaxrec.train.sparse_train_step`: Adam becomes lazy Adam on them), so a step costs what
+        its batch touches rather than the table's size; None: every parameter densely. Not used with ``"pmap"``,
+        whose steps are always dense.
       eval_every: evaluate every this many steps (None: at the end of every epoch).
       early_stopping_metric: name of the ``task.evaluate`` metric to maximise; the best params are kept.
       patience: stop after this many evaluations without improvement (None: never stop early).
@@ -66,6 +71,7 @@ class TrainConfig:
     optimizer: OptimizerConfig = OptimizerConfig()
     parallel: str = "none"
     shard_rows: bool = False
+    sparse_min_rows: int | None = SPARSE_MIN_ROWS
     eval_every: int | None = None
     early_stopping_metric: str | None = None
     patience: int | None = None
@@ -88,7 +94,7 @@ class TrainConfig:
             raise ValueError(f"shard_rows=True needs parallel='mesh', got parallel={self.parallel!r}")
         if self.nan_policy not in ("raise", "skip"):
             raise ValueError(f"nan_policy={self.nan_policy!r}; expected 'raise' or 'skip'")
-        for name in ("eval_every", "checkpoint_every", "patience", "max_steps"):
+        for name in ("eval_every", "checkpoint_every", "patience", "max_steps", "sparse_min_rows"):
             value = getattr(self, name)
             if value is not None and value < 1:
                 raise ValueError(f"{name}={value} must be >= 1 or None")
@@ -363,7 +369,13 @@ def fit(config: TrainConfig, task: Task) -> FitResult:
     # -- the step, and where state and batches live --
     place = placement(config.parallel, shard_rows=config.shard_rows)
     sharding = None if place.state_sharding is None else place.state_sharding(state)
-    step_fn = make_train_step(task.objective, parallel=config.parallel, mesh=place.mesh, state_sharding=sharding)
+    step_fn = make_train_step(
+        task.objective,
+        parallel=config.parallel,
+        mesh=place.mesh,
+        state_sharding=sharding,
+        sparse_min_rows=None if config.parallel == "pmap" else config.sparse_min_rows,
+    )
 
     with _Journal(config, place) as journal:
         # -- resume, then place the state --

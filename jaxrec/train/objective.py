@@ -1,7 +1,8 @@
 """The objective: how a model's outputs become the combined loss, and how alignment enters it.
 
 The combined loss of every method is ``L = Σ_d w_d · L_task(d) + λ(step) · D(h_source, h_target)``; it is computed
-once, in :func:`jaxrec.train.train_step`'s ``loss_fn``. An :class:`Objective` describes it statically (it is fixed
+once, in :meth:`Objective.loss`, which the train steps (:func:`jaxrec.train.train_step`,
+:func:`jaxrec.train.sparse_train_step`) differentiate. An :class:`Objective` describes it statically (it is fixed
 when the step is built): the task losses, the discrepancy ``D`` by name (one of ``losses.DISCREPANCIES``) with its
 options, λ, per-task weights, and extra model inputs as functions of the step. :func:`alignment` is the one place
 that turns "align with ``D`` at strength λ" into those fields — including the adversarial case, where λ is the
@@ -116,6 +117,25 @@ class Objective:
         resolve_discrepancy(self.discrepancy, self.discrepancy_options)  # raises now, not at trace time
         if not callable(self.lam) and self.lam < 0:
             raise ValueError(f"lam={self.lam} must be >= 0")
+
+    def loss(self, outputs: Mapping[str, Any], batch: Any, step: jax.Array) -> tuple[jax.Array, dict]:
+        """The combined loss ``Σ_d w_d · L_task(d) + λ(step) · D(outputs["align"])`` at ``step``.
+
+        Returns:
+          ``(loss, parts)`` as :func:`jaxrec.losses.combined_loss` returns them.
+        """
+        tasks = self.task_loss(outputs, batch)
+        disc = None
+        discrepancy = resolve_discrepancy(self.discrepancy, self.discrepancy_options)
+        if discrepancy is not None:
+            hs, ht, hs_mask, ht_mask = outputs["align"]
+            disc = discrepancy(hs, ht, hs_mask=hs_mask, ht_mask=ht_mask)
+        return losses.combined_loss(tasks, disc, lam=_at(self.lam, step), weights=_at(self.weights, step))
+
+
+def _at(value, step):
+    """``value(step)`` for a schedule, else ``value``."""
+    return value(step) if callable(value) else value
 
 
 def alignment(

@@ -15,7 +15,7 @@ What varies per model, and how it enters the one program:
 * **the initial parameters**: model ``s`` is initialised from ``keys[s]`` exactly as
   ``create_train_state(keys[s], ...)`` would.
 
-The step is ``train_step`` itself under ``vmap`` (the combined loss is still written once, in its ``loss_fn``),
+The step is ``train_step`` itself under ``vmap`` (the combined loss is still written once, in ``Objective.loss``),
 so a stack equals ``S`` separate steps up to floating-point reassociation of the batched kernels.
 
 Example:

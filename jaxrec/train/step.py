@@ -2,9 +2,9 @@
 
 :func:`train_step` is ``(state, batch, rng) -> (state, metrics)``: one optimizer step on the combined loss
 ``Σ_d w_d · L_task(d) + λ(step) · D(h_source, h_target)`` of an :class:`~jaxrec.train.Objective`, computed once,
-in its ``loss_fn``. A model is a Flax module whose ``__call__(batch, *, deterministic, **model_kwargs)`` returns a
-dict of outputs (scores, embeddings; never losses), with ``outputs["align"] = (hs, ht, hs_mask, ht_mask)`` when
-the objective has a discrepancy.
+in :meth:`~jaxrec.train.Objective.loss`. A model is a Flax module whose ``__call__(batch, *, deterministic,
+**model_kwargs)`` returns a dict of outputs (scores, embeddings; never losses), with ``outputs["align"] = (hs, ht,
+hs_mask, ht_mask)`` when the objective has a discrepancy.
 
 Data parallelism is chosen in exactly one function, :func:`make_train_step`; :func:`placement`, next to it, says
 where the state and the batches live for the same choice and how to take them back:
@@ -45,9 +45,10 @@ import optax
 from flax.training import train_state
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from jaxrec import batching, losses
-from jaxrec.train.objective import Objective, resolve_discrepancy
+from jaxrec import batching, checks
+from jaxrec.train.objective import Objective
 from jaxrec.train.optim import OptimizerConfig, make_optimizer
+from jaxrec.train.sparse import sparse_train_step
 
 AXIS = "batch"  # pmap axis name
 MESH_AXIS = "data"  # mesh axis name
@@ -88,11 +89,6 @@ def create_train_state(
     return TrainState.create(apply_fn=model.apply, params=params, tx=optimizer)
 
 
-def _at(value, step):
-    """``value(step)`` for a schedule, else ``value``."""
-    return value(step) if callable(value) else value
-
-
 def train_step(
     state: TrainState, batch: Any, rng: jax.Array, *, objective: Objective, axis_name: str | None = None
 ) -> tuple[TrainState, dict[str, jax.Array]]:
@@ -113,19 +109,11 @@ def train_step(
     rng = jax.random.fold_in(rng, state.step)
     if axis_name is not None:
         rng = jax.random.fold_in(rng, jax.lax.axis_index(axis_name))
-    discrepancy = resolve_discrepancy(objective.discrepancy, objective.discrepancy_options)
     extra = dict(objective.model_kwargs(state.step)) if objective.model_kwargs is not None else {}
 
     def loss_fn(params):
         outputs = state.apply_fn({"params": params}, batch, deterministic=False, rngs={"dropout": rng}, **extra)
-        tasks = objective.task_loss(outputs, batch)
-        disc = None
-        if discrepancy is not None:
-            hs, ht, hs_mask, ht_mask = outputs["align"]
-            disc = discrepancy(hs, ht, hs_mask=hs_mask, ht_mask=ht_mask)
-        return losses.combined_loss(
-            tasks, disc, lam=_at(objective.lam, state.step), weights=_at(objective.weights, state.step)
-        )
+        return objective.loss(outputs, batch, state.step)
 
     (loss, parts), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
     if axis_name is not None:
@@ -183,6 +171,7 @@ def make_train_step(
     mesh: Mesh | None = None,
     donate: bool = True,
     state_sharding: Any = None,
+    sparse_min_rows: int | None = None,
 ) -> Callable:
     """The compiled step ``(state, batch, rng) -> (state, metrics)`` for ``parallel`` in {none, pmap, mesh}.
 
@@ -198,13 +187,25 @@ def make_train_step(
       donate: donate the input state's buffers to the output (the old state cannot be used afterwards).
       state_sharding: for ``"mesh"``, the shardings of the state, a tree like it (e.g.
         ``row_shardings(state, mesh)``); None: replicated. The new state keeps them.
+      sparse_min_rows: update the embedding tables of at least this many rows row by row
+        (:func:`jaxrec.train.sparse_train_step`, lazy for optimizers with moments); None: every parameter densely.
+        Not with ``"pmap"``.
 
     Returns:
       The compiled step, ``(state, batch, rng) -> (state, metrics)``.
     """
     donate_argnums = (0,) if donate else ()
+    if sparse_min_rows is not None:
+        checks.positive_int("sparse_min_rows", sparse_min_rows)
+        if parallel == "pmap":
+            raise ValueError(
+                "sparse_min_rows needs parallel='none' or 'mesh' (pmap devices would gather different rows)"
+            )
+        step = functools.partial(sparse_train_step, objective=objective, min_rows=sparse_min_rows)
+    else:
+        step = functools.partial(train_step, objective=objective)
     if parallel == "none":
-        return jax.jit(functools.partial(train_step, objective=objective), donate_argnums=donate_argnums)
+        return jax.jit(step, donate_argnums=donate_argnums)
     if parallel == "pmap":
         return jax.pmap(
             functools.partial(train_step, objective=objective, axis_name=AXIS),
@@ -218,7 +219,7 @@ def make_train_step(
         sharded = NamedSharding(mesh, PartitionSpec(MESH_AXIS))
         state = replicated if state_sharding is None else state_sharding
         return jax.jit(
-            functools.partial(train_step, objective=objective),
+            step,
             in_shardings=(state, sharded, replicated),
             out_shardings=(state, replicated),
             donate_argnums=donate_argnums,
