@@ -51,6 +51,10 @@ def test_config_errors_quote_the_values():
         methods.CoNetConfig(tower_hidden=())
     with pytest.raises(ValueError, match=r"LightGCNConfig.num_layers must be a non-negative int, got -1"):
         methods.LightGCNConfig(num_layers=-1)
+    with pytest.raises(ValueError, match=r"LightGCNConfig.max_steps_per_epoch must be a positive int, got 0"):
+        methods.LightGCNConfig(max_steps_per_epoch=0)
+    with pytest.raises(ValueError, match=r"JointConfig.sparse_min_rows=0; expected a positive int or None"):
+        methods.JointConfig(sparse_min_rows=0)
     with pytest.raises(ValueError, match=r"STARConfig.learning_rate must be a number in \(0, inf\), got 0.0"):
         methods.STARConfig(learning_rate=0.0)
     with pytest.raises(ValueError, match=r"MMoEConfig.dropout_rate must be a number in \[0, 1\), got 1.0"):
@@ -225,3 +229,14 @@ def test_a_domain_named_like_a_model_input_is_rejected(tiny):
     renamed = data.CrossDomainDataset(domains, tiny.n_users, tiny.user_ids)
     with pytest.raises(ValueError, match=r"domain names \['graph'\] clash with the model inputs"):
         methods.train_lightgcn(renamed, source="source", target="graph", config=methods.LightGCNConfig(**FAST))
+
+
+def test_lightgcn_bounds_the_steps_of_an_epoch(tiny):
+    from jaxrec.methods.lightgcn import epoch_batch_size
+
+    pairs = max(tiny.interactions(d, "train").size for d in ("source", "target"))
+    domains = ("source", "target")
+    assert epoch_batch_size(tiny, domains, methods.LightGCNConfig(batch_size=8, max_steps_per_epoch=None)) == 8
+    three_steps = methods.LightGCNConfig(batch_size=8, max_steps_per_epoch=3)
+    assert epoch_batch_size(tiny, domains, three_steps) == -(-pairs // 3)
+    assert epoch_batch_size(tiny, domains, methods.LightGCNConfig(batch_size=4096, max_steps_per_epoch=3)) == 4096

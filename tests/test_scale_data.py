@@ -4,12 +4,12 @@ and Parquet read through ``pyarrow.dataset``."""
 
 import numpy as np
 import pytest
+from conftest import AMAZON
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from jaxrec import data as D
 from jaxrec.data import chunks, idmap, parquet, stream
-from conftest import AMAZON
 
 SETTINGS = settings(
     max_examples=60, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.function_scoped_fixture]

@@ -5,9 +5,9 @@ import json
 
 import numpy as np
 import pytest
+from conftest import write_dataset_dir
 
 from jaxrec import cli, data, methods, sweep
-from conftest import write_dataset_dir
 
 
 @pytest.fixture(scope="module")
