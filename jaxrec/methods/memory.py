@@ -204,9 +204,9 @@ def _lightgcn(ds, source, target, config, name):
     items = [ds.n_items(source), ds.n_items(target)]
     parts = {
         "tables + Adam moments": _tables([nodes], dim, config, lookups_only=False),
-        "propagation (per-layer edge messages and node layers)": F32
-        * dim
-        * ((layers + 2) * edges + 2 * (layers + 1) * nodes),
+        # XLA fuses each layer's gather-scale-scatter: one [E, D] message array forward, one backward (measured:
+        # 1.0 GB for E = 3.0M, D = 64, 3 layers), and the node layers of both passes
+        "propagation (edge messages, node layers)": F32 * dim * (2 * edges + 2 * (layers + 1) * nodes),
         "graph edges (host + device)": 2 * 17 * edges,
         "training pairs (host)": _host_pairs(ds, domains),
         "step activations": _pair_step(batch, config.n_negatives, dim, config.task_loss, items, 2),
@@ -292,7 +292,7 @@ def _item_map(ds, source, target, config, name):
     overlap, target_users = int(both.sum()), int((lt > 0).sum())
     svd_s = _rsvd(min(overlap, n_s), max(overlap, n_s), k)
     svd_t = _rsvd(min(target_users, n_t), max(target_users, n_t), k)
-    cg = F32 * r * (10 * n_t + 2 * target_users) + 24 * n_t * r
+    cg = max(F32 * r * (10 * n_t + 2 * target_users), 24 * n_t * r)  # CG on r right-hand sides; Woodbury in float64
     parts["randomised SVDs and CG solves"] = max(svd_s, svd_t, cg)
     parts["low-rank factors"] = F32 * r * (2 * n_s + 4 * n_t + users + valid)
     parts["sparse rows"] = 4 * 12 * (_nnz(ds, source) + _nnz(ds, target))
