@@ -67,7 +67,8 @@ class MemoryEstimate(NamedTuple):
 
 
 class MemoryLimitError(ValueError):
-    """A recipe's estimated memory exceeds the limit (:func:`memory_limit`); raised before anything is allocated."""
+    """A recipe's estimated memory exceeds the limit (:func:`~jaxrec.methods.memory.memory_limit`); raised before
+    anything is allocated."""
 
 
 def _limit(memory_gb: float | None = None) -> tuple[int, str]:
@@ -92,8 +93,14 @@ def _limit(memory_gb: float | None = None) -> tuple[int, str]:
 
 
 def memory_limit(memory_gb: float | None = None) -> int:
-    """The memory a recipe may use, in bytes: :data:`SAFETY` × ``memory_gb`` when given, else × the environment
-    variable ``JAXREC_MEMORY_GB`` (GB) when set, else × the machine's physical memory.
+    """The memory a recipe may use, in bytes: :data:`~jaxrec.methods.memory.SAFETY` × ``memory_gb`` when given,
+    else × the environment variable ``JAXREC_MEMORY_GB`` (GB) when set, else × the machine's physical memory.
+
+    Args:
+      memory_gb: an explicit limit in GB (None: ``JAXREC_MEMORY_GB``, else the physical memory).
+
+    Returns:
+      The limit in bytes.
 
     Raises:
       ValueError: ``JAXREC_MEMORY_GB`` (or ``memory_gb``) is not a positive number, naming the value.
@@ -360,11 +367,13 @@ def estimate_memory(name: str, ds: CrossDomainDataset, *, source: str, target: s
 def check_memory(
     name: str, ds: CrossDomainDataset, *, source: str, target: str, config: Any, memory_gb: float | None = None
 ) -> MemoryEstimate:
-    """Refuses recipe ``name`` up front when its :func:`estimate_memory` exceeds :func:`memory_limit`.
+    """Refuses recipe ``name`` up front when its :func:`~jaxrec.methods.memory.estimate_memory` exceeds
+    :func:`~jaxrec.methods.memory.memory_limit`.
 
     Args:
-      name, ds, source, target, config: as :func:`estimate_memory`.
-      memory_gb: the limit in GB before :data:`SAFETY` (None: ``JAXREC_MEMORY_GB``, else the physical memory).
+      name, ds, source, target, config: as :func:`~jaxrec.methods.memory.estimate_memory`.
+      memory_gb: the limit in GB before :data:`~jaxrec.methods.memory.SAFETY` (None: ``JAXREC_MEMORY_GB``, else
+        the physical memory).
 
     Returns:
       The estimate, when it fits.
