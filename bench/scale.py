@@ -21,7 +21,9 @@ peak memory it adds over the imports, MB), ``train`` (``methods.run`` with one e
 progress bars off; the per-epoch validation included), ``compile`` (JAX's trace, lowering and compile time
 during training, from ``jax.monitoring``), ``epoch`` = train − compile, ``eval`` (``evaluate.evaluate`` on the
 cold test users, full ranking and the sampled protocol with one seed) and ``peak`` (the process's peak RSS, MB).
-A recipe whose estimated memory exceeds ``--memory-gb`` is refused up front with the reason; a child that fails
+``est`` is the recipe's estimated peak (``jaxrec.methods.estimate_memory``, MB) beside the measured ``peak``; a
+recipe whose estimate exceeds 0.9 × ``--memory-gb`` is refused up front with the reason
+(``jaxrec.methods.check_memory``); a child that fails
 or runs past ``--timeout`` is reported as such. Prints a table, one JSON line per configuration, the fitted
 growth exponent of each recipe's epoch time against the interactions (at the smallest catalogue with two or more
 sizes), and writes a log-log figure (``--figure``).
@@ -45,9 +47,6 @@ QUICK = "1e5:1e4,1e6:1e4"
 FULL = "1e5:1e4,1e6:1e4,1e7:1e4,1e6:1e5,1e7:1e5,1e7:1e6"
 PER_USER = (10.0, 5.0)  # mean draws per active user, source and target
 
-# Recipes whose memory is quadratic in the catalogue: bytes ≈ factor · (N_s + N_t)² (dense Gram matrices and their
-# solves over both catalogues; item_map measured 8.3 GB at 17,943 + 12,655 items).
-DENSE_CATALOGUE = {"item_map": 10.0}
 ONE_EPOCH = {  # the overrides that make one pass of every training phase
     "popularity": {},
     "item_map": {},
@@ -102,18 +101,17 @@ def make_data(work: pathlib.Path, interactions: int, items: int) -> pathlib.Path
 # --------------------------------------------------------------------------------------------------- a child
 
 
-def _refusal(method: str, ds, memory_gb: float) -> str | None:
-    factor = DENSE_CATALOGUE.get(method)
-    if factor is None:
-        return None
-    n = ds.n_items("source") + ds.n_items("target")
-    need = factor * n * n / 1e9
-    if need <= memory_gb:
-        return None
-    return (
-        f"{method} holds dense item x item matrices over both catalogues (O(I^2) memory): ~{need:,.0f} GB for "
-        f"{n:,} items > the {memory_gb:g} GB limit; use a recipe linear in the catalogue (cmf, lightgcn, history)"
-    )
+def _refusal(method: str, ds, config, memory_gb: float) -> tuple[float, str | None]:
+    """``(estimated MB, reason)``: ``jaxrec.methods.check_memory`` against ``--memory-gb`` (× its safety fraction);
+    the reason is None when the recipe fits."""
+    from jaxrec import methods
+
+    estimate = methods.estimate_memory(method, ds, source="source", target="target", config=config)
+    try:
+        methods.check_memory(method, ds, source="source", target="target", config=config, memory_gb=memory_gb)
+    except methods.MemoryLimitError as e:
+        return estimate.bytes / 2**20, str(e)
+    return estimate.bytes / 2**20, None
 
 
 def child(folder: str, method: str, memory_gb: float) -> dict:
@@ -144,15 +142,16 @@ def child(folder: str, method: str, memory_gb: float) -> dict:
     rec["interactions"] = sum(int(a.size) for d in ds.domains.values() for a in (s.users for s in d.splits.values()))
     rec["items"] = [ds.n_items("source"), ds.n_items("target")]
     rec["users"] = ds.n_users
-    reason = _refusal(method, ds, memory_gb)
-    if reason:
-        return rec | {"status": "refused", "reason": reason, "peak_mb": _peak_mb()}
     overrides = dict(ONE_EPOCH.get(method, {"epochs": 1}))
     defaults = methods.get_method(method).default_config
     if hasattr(defaults, "progress"):
         overrides["progress"] = False
+    config = methods.make_config(defaults, overrides)
+    rec["est_mb"], reason = _refusal(method, ds, config, memory_gb)
+    if reason:
+        return rec | {"status": "refused", "reason": reason, "peak_mb": _peak_mb()}
     t0, compile_s[0] = time.perf_counter(), 0.0
-    trained = methods.run(method, ds, source="source", target="target", **overrides)
+    trained = methods.run(method, ds, source="source", target="target", check_memory=False, **overrides)
     jax.block_until_ready(trained.params)
     rec["train_s"] = time.perf_counter() - t0
     rec["compile_s"] = compile_s[0]
@@ -182,7 +181,7 @@ def run_sizes(args) -> list[dict]:
     rows = []
     header = (
         f"{'interactions':>12} {'items':>9} {'method':<14}{'load s':>8}{'load MB':>9}{'train s':>9}{'compile':>9}"
-        f"{'epoch s':>9}{'eval s':>8}{'peak MB':>9}  status"
+        f"{'epoch s':>9}{'eval s':>8}{'est MB':>9}{'peak MB':>9}  status"
     )
     for size in args.sizes.split(","):
         x, i = _size(size)
@@ -206,8 +205,8 @@ def run_sizes(args) -> list[dict]:
             print(
                 f"{rec.get('interactions', x):>12,} {i:>9,} {name:<14}{cell('load_s', '8.2f')}"
                 f"{cell('load_peak_mb', '9.0f')}{cell('train_s', '9.1f')}{cell('compile_s', '9.1f')}"
-                f"{cell('epoch_s', '9.1f')}{cell('eval_s', '8.1f')}{cell('peak_mb', '9.0f')}  {rec['status']}"
-                + (f": {rec['reason']}" if rec["status"] != "ok" else "")
+                f"{cell('epoch_s', '9.1f')}{cell('eval_s', '8.1f')}{cell('est_mb', '9.0f')}{cell('peak_mb', '9.0f')}"
+                f"  {rec['status']}" + (f": {rec['reason']}" if rec["status"] != "ok" else "")
             )
             print(json.dumps({k: (round(v, 4) if isinstance(v, float) else v) for k, v in rec.items()}))
             sys.stdout.flush()
@@ -364,7 +363,7 @@ def main():
     parser.add_argument("--sizes", default=None, help=f"interactions:items,... (default {QUICK}; all: {FULL})")
     parser.add_argument("--methods", default=None, help="comma-separated recipes (default: every one)")
     parser.add_argument("--work", default="/tmp/jaxrec-scale", help="where the generated datasets are kept")
-    parser.add_argument("--memory-gb", type=float, default=16.0, help="refuse a recipe estimated above this")
+    parser.add_argument("--memory-gb", type=float, default=16.0, help="refuse a recipe estimated above 0.9 x this")
     parser.add_argument("--timeout", type=int, default=3600, help="seconds per (size, recipe) child")
     parser.add_argument("--out", default=None, help="append every record to this JSON-lines file")
     parser.add_argument("--figure", default=str(HERE / "scale.png"))

@@ -23,6 +23,9 @@ Recipes (what each transfers, from ``source`` to the cold-start users of ``targe
 * :mod:`~jaxrec.methods.inductive` — ``history``: cold users encoded from their source history by a network
   trained on every user (its retrieval task losses: :mod:`~jaxrec.methods.retrieval`).
 
+:mod:`~jaxrec.methods.memory` estimates each recipe's peak memory from the dataset's counts (:func:`estimate_memory`)
+and refuses, before any allocation, a recipe that would not fit (:class:`MemoryLimitError`, raised by :func:`run`).
+
 :mod:`~jaxrec.methods.common` is the toolkit every recipe is written with. To add a recipe: write its config
 and ``train`` function in a module of this package, and add its :class:`Method` to :data:`METHODS` below.
 
@@ -49,6 +52,7 @@ from jaxrec.methods import (
     joint,
     lightgcn,
     mapping,
+    memory,
     multidomain,
     ptupcdr,
     retrieval,
@@ -95,6 +99,7 @@ from jaxrec.methods.item_map_lowrank import ItemMapFactors, item_map_factors
 from jaxrec.methods.joint import JointConfig, fit_joint, train_joint
 from jaxrec.methods.lightgcn import GRAPH_KEY, LightGCNConfig, LightGCNModel, joint_graph, train_lightgcn
 from jaxrec.methods.mapping import EMCDRConfig, fit_mapping, padded_history, pretrain, sample_rows, train_emcdr
+from jaxrec.methods.memory import MemoryEstimate, MemoryLimitError, check_memory, estimate_memory, memory_limit
 from jaxrec.methods.multidomain import (
     CoNetConfig,
     CoNetUserTowers,
@@ -208,21 +213,29 @@ def get_method(name: str) -> Method:
     return METHODS[name]
 
 
-def run(name: str, ds: CrossDomainDataset, *, source: str, target: str, **overrides) -> Trained:
+def run(
+    name: str, ds: CrossDomainDataset, *, source: str, target: str, check_memory: bool = True, **overrides
+) -> Trained:
     """Trains method ``name`` with its default config updated by ``overrides``.
 
     Values are checked by the fields' declared types (:func:`~jaxrec.methods.common.make_config`); overriding
     ``discrepancy`` alone resets ``discrepancy_options`` to the new term's defaults, e.g. ``run("mmd", ...,
-    discrepancy="coral")``.
+    discrepancy="coral")``. Before anything is allocated, the recipe's estimated peak memory
+    (:func:`~jaxrec.methods.memory.estimate_memory`) is compared with :func:`~jaxrec.methods.memory.memory_limit`
+    (``JAXREC_MEMORY_GB``, else the physical memory); ``check_memory=False`` skips that check.
 
     Example:
       >>> trained = run("cmf", ds, source="source", target="target", epochs=5, seed=1)  # doctest: +SKIP
 
     Raises:
       ValueError: an unknown method, or an option its config does not have (listing its options).
+      MemoryLimitError: the recipe is estimated not to fit in memory; the message names the estimate, the limit
+        and what to use instead (:class:`~jaxrec.methods.memory.MemoryLimitError`).
     """
     method = get_method(name)
     config = make_config(method.default_config, overrides, owner=f"method {name!r}")
+    if check_memory:
+        memory.check_memory(name, ds, source=source, target=target, config=config)
     return method.train(ds, source=source, target=target, config=config)
 
 
@@ -234,6 +247,12 @@ __all__ = [
     "Trained",
     "get_method",
     "run",
+    # memory estimates and the up-front check
+    "MemoryEstimate",
+    "MemoryLimitError",
+    "check_memory",
+    "estimate_memory",
+    "memory_limit",
     # the recipe toolkit (common)
     "PARALLEL",
     "TASK_LOSSES",
@@ -325,6 +344,7 @@ __all__ = [
     "joint",
     "lightgcn",
     "mapping",
+    "memory",
     "multidomain",
     "ptupcdr",
     "retrieval",

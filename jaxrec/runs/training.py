@@ -50,6 +50,8 @@ def check_trainable(ds: _data.CrossDomainDataset, *, method: str, source: str, t
       DataError: an unknown domain (``source``, ``target`` or one of ``config.auxiliary``) or ``source ==
         target``; a target without train interactions; no user with train history in both domains (except for
         :data:`TRANSFER_FREE` recipes).
+      MemoryLimitError: the recipe's estimated peak memory exceeds the limit
+        (:func:`jaxrec.methods.memory.check_memory`; ``JAXREC_MEMORY_GB`` sets the limit).
     """
     common.check_pair(ds, source, target)
     for name in getattr(config, "auxiliary", ()):
@@ -62,6 +64,8 @@ def check_trainable(ds: _data.CrossDomainDataset, *, method: str, source: str, t
             f"no user has train interactions in both {source!r} and {target!r}: method {method!r} learns its "
             f"transfer from such users (check which user ids are shared: --shared-users, jaxrec.link_test)"
         )
+    config = methods.get_method(method).default_config if config is None else config
+    methods.check_memory(method, ds, source=source, target=target, config=config)
 
 
 def _settings(method, source, target, ds, data_path, shared_users, config, command) -> dict[str, Any]:
