@@ -110,6 +110,14 @@ def _pair_rows(scorer, n_items: int, n_negatives: int, batch_size: int, n_pairs:
     return min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)  # [B, 1 + n, d]
 
 
+def _candidates(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
+    """``int32[P, 1 + n]``: each pair's positive item, then its negatives (built one batch at a time)."""
+    out = np.empty((positives.shape[0], 1 + negatives.shape[1]), np.int32)
+    out[:, 0] = positives
+    out[:, 1:] = negatives
+    return out
+
+
 def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
     pair_users, pair_items = _pairs(ds, target, split, plan.selected)
     n_pairs = pair_users.shape[0]
@@ -118,7 +126,6 @@ def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
     runs = []
     for seed in plan.seeds:
         negatives = metrics.sample_negatives(seed, n_pairs, plan.pool, plan.n_negatives, exclude=pair_items)
-        candidates = np.concatenate([pair_items[:, None], negatives], axis=1).astype(np.int32)
         parts = [
             (
                 hi - lo,
@@ -126,13 +133,14 @@ def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
                     scorer.users_fn,
                     scorer.items,
                     pad_rows(pair_users[lo:hi], b, 0),
-                    pad_rows(candidates[lo:hi], b, 0),
+                    pad_rows(_candidates(pair_items[lo:hi], negatives[lo:hi]), b, 0),
                     n_items=n_items,
                     ks=plan.sampled_ks,
                 ),
             )
             for lo, hi in batches(n_pairs, b)
         ]
+        del negatives
         if plan.check_finite:
             check_flags(pair_users, [(n, f) for n, (_, f) in parts], scorer, where)
         names = parts[0][1][0].keys()

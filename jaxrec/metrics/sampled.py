@@ -55,10 +55,19 @@ def _rng(seed) -> np.random.Generator:
     raise TypeError(f"seed must be an int or a numpy Generator, got {type(seed).__name__}")
 
 
+_BLOCK = 1 << 22  # draws per block of the collision check
+
+
 def _collisions(draws: np.ndarray, rows: np.ndarray, excl_codes: np.ndarray, width: int) -> np.ndarray:
-    """``bool`` like ``draws [R, n]``: True where ``draws[r, j]`` is excluded for pair ``rows[r]``."""
-    codes = rows[:, None] * width + draws
-    return np.isin(codes, excl_codes)
+    """``bool`` like ``draws [R, n]``: True where ``draws[r, j]`` is excluded for pair ``rows[r]``.
+
+    Rows are checked in blocks of about :data:`_BLOCK` draws, so the temporaries stay small whatever ``R``.
+    """
+    out = np.empty(draws.shape, bool)
+    step = max(1, _BLOCK // max(1, draws.shape[1]))
+    for lo in range(0, draws.shape[0], step):
+        out[lo : lo + step] = np.isin(rows[lo : lo + step, None] * width + draws[lo : lo + step], excl_codes)
+    return out
 
 
 def sample_negatives(
@@ -148,7 +157,8 @@ def sample_negatives(
         return np.zeros((n_pairs, n_neg), np.int64)
 
     if replace:
-        draws = pool[rng.integers(0, pool.size, size=(n_pairs, n_neg))]
+        draws = rng.integers(0, pool.size, size=(n_pairs, n_neg))
+        np.take(pool, draws, out=draws, mode="clip")  # in place: ids, not positions (all positions are valid)
         if excl_codes.size:
             rows = np.arange(n_pairs)
             bad = _collisions(draws, rows, excl_codes, width)
