@@ -7,6 +7,7 @@ Run:
   python bench/scale.py --eval-users 100000 --eval-items 1000000     # streamed full ranking alone
   python bench/scale.py --load-lines 10000000                         # the loader alone
   python bench/scale.py --from records.jsonl     # exponents and figure of the records saved with --out
+  python bench/scale.py --estimates --sizes 1e7:1e6 --memory-gb 24   # memory estimates and refusals, no training
 
 Data: ``jaxrec.data.synthetic_large`` (two domains, 10 + 5 draws per active user, 60 % of users in both), a
 ``cold_start_split`` (20 % of the overlapping users), written with ``jaxrec.data.write_dir`` and read back with
@@ -357,6 +358,39 @@ def load_only(work: pathlib.Path, lines: int) -> dict:
     return rec
 
 
+def estimates_only(args) -> list[dict]:
+    """Every recipe's memory estimate and the up-front check (``methods.check_memory`` at ``--memory-gb``) on each
+    size, without training: which recipes run within the limit and which are refused, with the message."""
+    import jaxrec
+    from jaxrec import methods
+
+    names = args.methods.split(",") if args.methods else list(jaxrec.METHODS)
+    rows = []
+    for size in args.sizes.split(","):
+        x, i = _size(size)
+        ds = jaxrec.load_dir(make_data(pathlib.Path(args.work), x, i))
+        print(f"{'interactions':>12} {'items':>9} {'method':<14}{'est GB':>8}  largest part / status")
+        for name in names:
+            config = methods.get_method(name).default_config
+            est = methods.estimate_memory(name, ds, source="source", target="target", config=config)
+            try:
+                methods.check_memory(
+                    name, ds, source="source", target="target", config=config, memory_gb=args.memory_gb
+                )
+                status, reason = "fits", ""
+            except methods.MemoryLimitError as err:
+                status, reason = "refused", str(err)
+            part, part_bytes = est.dominant()
+            n = sum(int(a.size) for d in ds.domains.values() for a in (s.users for s in d.splits.values()))
+            print(f"{n:>12,} {i:>9,} {name:<14}{est.bytes / 1e9:>8.1f}  {part} ({part_bytes / 1e9:.1f} GB); {status}")
+            rec = {"bench": "scale-estimate", "size": size, "method": name, "interactions": n, "users": ds.n_users}
+            rec |= {"est_gb": round(est.bytes / 1e9, 2), "largest": part, "memory_gb": args.memory_gb}
+            rec |= {"status": status, "reason": reason}
+            print(json.dumps(rec))
+            rows.append(rec)
+    return rows
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help=f"sizes {QUICK}")
@@ -372,6 +406,7 @@ def main():
     parser.add_argument("--eval-dim", type=int, default=64)
     parser.add_argument("--eval-batch", type=int, default=1024)
     parser.add_argument("--load-lines", type=float, default=None)
+    parser.add_argument("--estimates", action="store_true", help="memory estimates and the check only, no training")
     parser.add_argument("--from", dest="records", default=None, help="fit and plot saved records (JSON lines)")
     parser.add_argument("--child", nargs=2, metavar=("FOLDER", "METHOD"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -383,6 +418,10 @@ def main():
         return
     if args.load_lines:
         load_only(pathlib.Path(args.work), int(args.load_lines))
+        return
+    if args.estimates:
+        args.sizes = args.sizes or QUICK
+        estimates_only(args)
         return
     if args.records:
         rows = [json.loads(line) for line in open(args.records) if line.strip()]
