@@ -165,3 +165,36 @@ def test_lowrank_run_saves_and_loads_its_scorer(tiny, tmp_path):
     np.testing.assert_array_equal(
         np.asarray(restored.users_fn(users)), np.asarray(trained.scorers["target"].users_fn(users))
     )
+
+
+def test_valid_subset_keeps_a_seeded_subset_of_the_cold_users(tiny):
+    from jaxrec.methods.common import valid_subset
+
+    cold = tiny.cold_users("source", "target", "valid")
+    assert cold.size > 10
+    sub = valid_subset(tiny, "source", "target", 10, seed=3)
+    kept = np.unique(sub.interactions("target", "valid").users)
+    assert kept.size == 10 and np.isin(kept, cold).all()
+    np.testing.assert_array_equal(
+        kept, np.unique(valid_subset(tiny, "source", "target", 10, seed=3).interactions("target", "valid").users)
+    )
+    valid = tiny.interactions("target", "valid")
+    assert sub.interactions("target", "valid").size == np.isin(valid.users, kept).sum()  # every item of a kept user
+    for domain, split in (("target", "train"), ("target", "test"), ("source", "train")):
+        np.testing.assert_array_equal(sub.interactions(domain, split).users, tiny.interactions(domain, split).users)
+    assert valid_subset(tiny, "source", "target", None, seed=0) is tiny
+    assert valid_subset(tiny, "source", "target", cold.size, seed=0) is tiny
+    with pytest.raises(ValueError, match="max_users must be a positive int, got 0"):
+        valid_subset(tiny, "source", "target", 0, seed=0)
+    with pytest.raises(ValueError, match="ItemMapConfig.valid_users must be a positive int, got 0"):
+        methods.ItemMapConfig(valid_users=0)
+
+
+def test_item_map_selects_on_the_valid_subset(tiny):
+    grid = {"lams": (1.0, 30.0), "target_lams": (10.0,), "target_weights": (0.0,)}
+    every = methods.run("item_map", tiny, source="source", target="target", valid_users=None, **grid)
+    capped = methods.run("item_map", tiny, source="source", target="target", valid_users=10**6, **grid)
+    np.testing.assert_array_equal(np.asarray(every.params["W"]), np.asarray(capped.params["W"]))
+    assert [r["valid_NDCG@10"] for r in every.history] == [r["valid_NDCG@10"] for r in capped.history]
+    few = methods.run("item_map", tiny, source="source", target="target", valid_users=5, **grid)
+    assert [r["valid_NDCG@10"] for r in few.history] != [r["valid_NDCG@10"] for r in every.history]

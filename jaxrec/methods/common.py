@@ -40,7 +40,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from jaxrec import batching
+from jaxrec import batching, checks
 from jaxrec import evaluate as ev
 from jaxrec import train as tr
 from jaxrec.data import CrossDomainDataset, DataError
@@ -66,6 +66,7 @@ __all__ = [
     "task_objective",
     "train_config",
     "valid_evaluator",
+    "valid_subset",
     "warm_or_popularity",
 ]
 
@@ -455,6 +456,39 @@ def train_config(
         early_stopping_metric="NDCG@10" if early_stopping else None,
         patience=config.patience if early_stopping else None,
     )
+
+
+#: Hyper-parameters chosen by scoring every grid value (``item_map``) use at most this many valid cold users.
+SELECTION_USERS = 4096
+
+
+def valid_subset(
+    ds: CrossDomainDataset, source: str, target: str, max_users: int | None, seed: int
+) -> CrossDomainDataset:
+    """``ds`` with the ``valid`` split of ``target`` kept for at most ``max_users`` of its cold users.
+
+    When ``target``/``valid`` has more cold users (``source`` history, no ``target`` train history) than
+    ``max_users``, a uniform random subset of them (``numpy.random.default_rng(seed)``, without replacement) keeps
+    its valid interactions and every other valid user is dropped from that split; the other splits and domains are
+    unchanged. So a grid search scored on valid costs the same whatever the number of users. ``None`` or a
+    dataset within the limit: ``ds`` itself.
+
+    Raises:
+      ValueError: ``max_users`` is not a positive int or None.
+    """
+    if max_users is None:
+        return ds
+    checks.positive_int("max_users", max_users)
+    users = ds.cold_users(source, target, "valid") if "valid" in ds.splits(target) else np.zeros(0, np.int64)
+    if users.size <= max_users:
+        return ds
+    keep_users = np.random.default_rng(seed).choice(users, max_users, replace=False)
+    valid = ds.interactions(target, "valid")
+    keep = np.isin(valid.users, keep_users)
+    splits = dict(ds.domain(target).splits)
+    splits["valid"] = valid.take(np.flatnonzero(keep))
+    note = f"valid of {target}: {max_users:,} of its {users.size:,} cold users kept for selection (seed {seed})"
+    return ds.replace_splits({target: splits}, note)
 
 
 def valid_evaluator(

@@ -30,7 +30,7 @@ from jaxrec import checks
 from jaxrec import evaluate as ev
 from jaxrec.data import CrossDomainDataset
 from jaxrec.methods import item_map_lowrank as lr
-from jaxrec.methods.common import Trained, check_pair, check_seed
+from jaxrec.methods.common import SELECTION_USERS, Trained, check_pair, check_seed, valid_subset
 
 __all__ = [
     "DENSE_ITEM_LIMIT",
@@ -74,7 +74,11 @@ class ItemMapConfig:
         :data:`~jaxrec.methods.item_map.DENSE_ITEM_LIMIT` items in the two domains together, low-rank above).
       rank: the rank of the low-rank solver, for the source rows of the overlapping users and for the target rows
         alike (capped by their sizes; at those caps it equals the dense solver).
-      seed: seeds the randomised SVDs of the low-rank solver (the dense solution is deterministic).
+      seed: seeds the randomised SVDs of the low-rank solver (the dense solution is deterministic) and the
+        subset of valid users.
+      valid_users: the grid is scored on at most this many valid cold users (a random subset,
+        :func:`~jaxrec.methods.common.valid_subset`), so that selection costs the same on any number of users;
+        None: all of them.
     """
 
     lams: tuple[float, ...] = (300.0, 1000.0, 3000.0, 10000.0)
@@ -85,6 +89,7 @@ class ItemMapConfig:
     solver: str = "auto"
     rank: int = 1024
     seed: int = 0
+    valid_users: int | None = SELECTION_USERS
 
     def __post_init__(self):
         for name, low in (("lams", 0.0), ("target_lams", 0.0), ("target_weights", None)):
@@ -101,6 +106,8 @@ class ItemMapConfig:
         if self.solver not in ITEM_MAP_SOLVERS:
             raise ValueError(f"ItemMapConfig.solver={self.solver!r}; expected one of {', '.join(ITEM_MAP_SOLVERS)}")
         checks.positive_int("ItemMapConfig.rank", self.rank)
+        if self.valid_users is not None:
+            checks.positive_int("ItemMapConfig.valid_users", self.valid_users)
         check_seed("ItemMapConfig.seed", self.seed)
 
 
@@ -410,7 +417,7 @@ def train_item_map(
     scale = lr.source_scale(ds, source, config.item_norm)
     log_pop = jnp.asarray(np.log1p(ds.item_popularity(target)).astype(np.float32))
     prior = (log_pop, jnp.float32(config.pop_weight))
-    valid = _valid_scoring(ds, source, target, *prior)
+    valid = _valid_scoring(valid_subset(ds, source, target, config.valid_users, config.seed), source, target, *prior)
     valid_users = None if valid is None else valid[0]
     if solver_name == "dense":
         solver = _dense_solver(ds, source, target, overlap, scale, valid_users, prior)
