@@ -174,6 +174,24 @@ def test_dense_scorer_matches_embedding_scorer(ds):
     assert a == b
 
 
+def test_dense_scorer_scores_each_user_once_per_batch(ds):
+    ut, it = _exact_tables(ds, seed=3)
+    dense = jnp.asarray(ut) @ jnp.asarray(it).T
+    ref = _ev(ev.embedding_scorer(ut, it), ds, users="all", seeds=(1,))
+    for batch_size in (1, 2, 7):  # one user per batch: a user's pairs span batches of at most 8 pairs
+        got = _ev(ev.Scorer(lambda u: dense[u], None), ds, users="all", seeds=(1,), batch_size=batch_size)
+        _assert_close(got["sampled"], ref["sampled"])
+
+
+def test_grouped_pairs_cut_by_users_and_pairs():
+    pair_users = np.array([3, 3, 3, 5, 8, 8, 9], np.int32)
+    got = [(lo, hi, u.tolist(), r.tolist()) for lo, hi, u, r in ev.scorers.grouped_pairs(pair_users, 2, 3)]
+    assert got == [(0, 3, [3], [0, 0, 0]), (3, 6, [5, 8], [0, 1, 1]), (6, 7, [9], [0])]
+    rows = np.concatenate([u[r] for _, _, u, r in ev.scorers.grouped_pairs(pair_users, 3, 4)])
+    np.testing.assert_array_equal(rows, pair_users)
+    assert list(ev.scorers.grouped_pairs(np.zeros(0, np.int32), 2, 3)) == []
+
+
 def test_batch_size_does_not_change_results(ds):
     ut, it = _exact_tables(ds, seed=2)
     ref = _ev(ev.embedding_scorer(ut, it), ds, users="all")

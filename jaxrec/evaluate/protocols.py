@@ -47,11 +47,13 @@ from jaxrec.evaluate.scorers import (
     batches,
     check_flags,
     check_scorer,
+    grouped_pairs,
     jit_for,
     pad_rows,
     pair_batch,
     topk_batch,
     user_batches,
+    user_pair_batch,
 )
 from jaxrec.evaluate.users import user_selection
 
@@ -60,6 +62,9 @@ __all__ = ["PROTOCOLS", "evaluate", "evaluate_cold_warm", "evaluate_domains"]
 # Most float32 values gathered at once when scoring sampled candidates: a pair batch holds at most
 # _GATHER_BUDGET // ((1 + n) * width) pairs, width = d (embeddings) or N (dense scores). 2**24 = 64 MiB.
 _GATHER_BUDGET = 1 << 24
+# A dense scorer's pair batches hold at most this many pairs per user of the batch (held-out items per user are
+# few; a user with more spans several batches).
+_DENSE_PAIRS_PER_USER = 8
 
 _ranking_batch = jax.jit(metrics.ranking_metrics_per_user, static_argnames=("ks",))
 
@@ -104,10 +109,8 @@ def _pairs(ds, target, split, selected) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _pair_rows(scorer, n_items: int, n_negatives: int, batch_size: int, n_pairs: int) -> int:
-    """Pairs per batch of the sampled protocol."""
-    if scorer.items is None:  # dense scores: one [B, N] score row per pair, then a [B, 1 + n] gather
-        return min(max(1, min(batch_size, _GATHER_BUDGET // max(n_items, 1 + n_negatives))), n_pairs)
-    return min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)  # [B, 1 + n, d]
+    """Pairs per batch of the sampled protocol for an embedding scorer (``[B, 1 + n, d]`` candidate vectors)."""
+    return min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)
 
 
 def _candidates(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
@@ -118,28 +121,35 @@ def _candidates(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
     return out
 
 
+def _dense_groups(scorer, n_items: int, batch_size: int, pair_users: np.ndarray) -> tuple[int, int, list]:
+    """A dense scorer's pair batches: ``(users per batch, pairs per batch, grouped_pairs(...))``; each user's
+    ``[N]`` score row is computed once per batch for all of their pairs."""
+    u = min(batch_rows(scorer, batch_size, n_items), max(1, np.unique(pair_users).size))
+    p = min(_DENSE_PAIRS_PER_USER * u, max(1, pair_users.shape[0]))
+    return u, p, list(grouped_pairs(pair_users, u, p))
+
+
 def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
     pair_users, pair_items = _pairs(ds, target, split, plan.selected)
     n_pairs = pair_users.shape[0]
     n_items = ds.n_items(target)
-    b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
+    dense = scorer.items is None
+    if dense:
+        bu, b, groups = _dense_groups(scorer, n_items, plan.batch_size, pair_users)
+    else:
+        b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
+        groups = [(lo, hi, pad_rows(pair_users[lo:hi], b, 0), None) for lo, hi in batches(n_pairs, b)]
     runs = []
     for seed in plan.seeds:
         negatives = metrics.sample_negatives(seed, n_pairs, plan.pool, plan.n_negatives, exclude=pair_items)
-        parts = [
-            (
-                hi - lo,
-                fn(
-                    scorer.users_fn,
-                    scorer.items,
-                    pad_rows(pair_users[lo:hi], b, 0),
-                    pad_rows(_candidates(pair_items[lo:hi], negatives[lo:hi]), b, 0),
-                    n_items=n_items,
-                    ks=plan.sampled_ks,
-                ),
-            )
-            for lo, hi in batches(n_pairs, b)
-        ]
+        parts = []
+        for lo, hi, users, rows in groups:
+            candidates = pad_rows(_candidates(pair_items[lo:hi], negatives[lo:hi]), b, 0)
+            if dense:
+                args = (pad_rows(users, bu, 0), pad_rows(rows, b, 0), candidates)
+            else:
+                args = (users, candidates)
+            parts.append((hi - lo, fn(scorer.users_fn, scorer.items, *args, n_items=n_items, ks=plan.sampled_ks)))
         del negatives
         if plan.check_finite:
             check_flags(pair_users, [(n, f) for n, (_, f) in parts], scorer, where)
@@ -170,11 +180,18 @@ def _trace_first_batches(scorer, top, pairs, ds, target, split, plan: Plan) -> N
         jax.eval_shape(lambda items, u, ex: top(fn, items, u, ex, k=max(plan.ks), n_items=n_items), scorer.items, u, ex)
     if "sampled" in plan.protocols:
         n_pairs = int(ds.seen(target, split).lengths[plan.selected].sum())
-        b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
-        u = np.zeros((b,), np.int32)
+        if scorer.items is None:
+            bu, b, _ = _dense_groups(scorer, n_items, plan.batch_size, _pairs(ds, target, split, plan.selected)[0])
+            args = (np.zeros((bu,), np.int32), np.zeros((b,), np.int32))
+        else:
+            b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
+            args = (np.zeros((b,), np.int32),)
         c = np.zeros((b, 1 + plan.n_negatives), np.int32)
         jax.eval_shape(
-            lambda items, u, c: pairs(fn, items, u, c, n_items=n_items, ks=plan.sampled_ks), scorer.items, u, c
+            lambda items, args, c: pairs(fn, items, *args, c, n_items=n_items, ks=plan.sampled_ks),
+            scorer.items,
+            args,
+            c,
         )
 
 
@@ -265,7 +282,8 @@ def evaluate(
         check_finite=check_finite,
     )
     scorer = check_scorer(scorer, ds.n_items(target), target, check_finite=plan.check_finite)
-    top, pairs = jit_for(scorer.users_fn, topk_batch), jit_for(scorer.users_fn, pair_batch)
+    top = jit_for(scorer.users_fn, topk_batch)
+    pairs = jit_for(scorer.users_fn, user_pair_batch if scorer.items is None else pair_batch)
     _trace_first_batches(scorer, top, pairs, ds, target, split, plan)
     where = f"target={target!r}, split={split!r}"
 

@@ -41,6 +41,7 @@ __all__ = [
     "check_flags",
     "check_scorer",
     "embedding_scorer",
+    "grouped_pairs",
     "jit_for",
     "nonfinite_users_error",
     "ones_column",
@@ -50,6 +51,7 @@ __all__ = [
     "take_rows",
     "topk_batch",
     "user_batches",
+    "user_pair_batch",
 ]
 
 
@@ -259,7 +261,52 @@ def pair_batch(fn, items, users, candidates, *, n_items: int, ks: tuple[int, ...
     return metrics.sampled_metrics_per_pair(ranks, ks=ks, num_negatives=candidates.shape[1] - 1), finite
 
 
-_STATIC = {topk_batch: ("k", "n_items"), pair_batch: ("n_items", "ks")}
+def user_pair_batch(fn, items, users, rows, candidates, *, n_items: int, ks: tuple[int, ...]):
+    """:func:`pair_batch` for a dense scorer, scoring each user once for all their pairs.
+
+    Args:
+        fn, items: as for :func:`topk_batch` (``items`` is None: ``fn`` returns ``[U, N]`` scores).
+        users: ``int32[U]`` distinct users of the batch.
+        rows: ``int32[B]`` position in ``users`` of each pair's user.
+        candidates: ``int32[B, 1 + n]`` as for :func:`pair_batch`.
+        n_items, ks: as for :func:`pair_batch`.
+
+    Returns:
+        ``({"MRR", "NDCG@k", "HR@k", "AUC"} -> float32[B], finite bool[B])``, as :func:`pair_batch` returns them.
+    """
+    q, _, finite = _user_scores(fn, items, users, n_items=n_items)
+    scores = q[rows[:, None], candidates]
+    ranks = metrics.sampled_rank(scores[:, 0], scores[:, 1:])
+    per_pair = metrics.sampled_metrics_per_pair(ranks, ks=ks, num_negatives=candidates.shape[1] - 1)
+    return per_pair, finite[rows]
+
+
+def grouped_pairs(pair_users: np.ndarray, max_users: int, max_pairs: int):
+    """Cuts pairs ordered by user into batches of at most ``max_users`` distinct users and ``max_pairs`` pairs.
+
+    Yields ``(lo, hi, users int32[u], rows int32[hi - lo])``: pairs ``[lo, hi)``, their distinct users in order,
+    and each pair's position in ``users`` (a user with more than ``max_pairs`` pairs spans several batches).
+    """
+    n = pair_users.shape[0]
+    starts = np.flatnonzero(np.r_[True, pair_users[1:] != pair_users[:-1]]) if n else np.zeros(0, np.int64)
+    ends = np.r_[starts[1:], n]
+    lo = pos = 0
+    users: list[int] = []
+    counts: list[int] = []
+    for s, e in zip(starts.tolist(), ends.tolist()):
+        while s < e:
+            if len(users) == max_users or pos - lo == max_pairs:
+                yield lo, pos, np.asarray(users, np.int32), np.repeat(np.arange(len(users), dtype=np.int32), counts)
+                lo, users, counts = pos, [], []
+            take = min(e - s, max_pairs - (pos - lo))
+            users.append(int(pair_users[s]))
+            counts.append(take)
+            s, pos = s + take, pos + take
+    if pos > lo:
+        yield lo, pos, np.asarray(users, np.int32), np.repeat(np.arange(len(users), dtype=np.int32), counts)
+
+
+_STATIC = {topk_batch: ("k", "n_items"), pair_batch: ("n_items", "ks"), user_pair_batch: ("n_items", "ks")}
 _JITTED = {f: jax.jit(f, static_argnames=names) for f, names in _STATIC.items()}
 
 
