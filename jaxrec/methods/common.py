@@ -434,8 +434,9 @@ def train_config(
     early stopping on valid NDCG@10 when ``early_stopping``.
 
     Args:
-      config: the recipe config; read: ``parallel``, ``sparse_min_rows``, ``epochs``, ``seed``, ``progress``,
-        ``learning_rate``, ``patience`` (the last only with ``early_stopping``).
+      config: the recipe config; read: ``parallel``, ``epochs``, ``seed``, ``progress``, ``learning_rate``,
+        ``patience`` (the last only with ``early_stopping``) and ``sparse_min_rows`` (default
+        :data:`jaxrec.train.SPARSE_MIN_ROWS` when the config has no such field).
       steps_per_epoch: steps in an epoch (sets the log interval).
       early_stopping: stop on ``"NDCG@10"`` of the task's ``evaluate`` after ``config.patience`` epochs without
         improvement, keeping the best parameters.
@@ -447,7 +448,7 @@ def train_config(
     """
     return tr.TrainConfig(
         parallel=config.parallel,
-        sparse_min_rows=config.sparse_min_rows,
+        sparse_min_rows=getattr(config, "sparse_min_rows", tr.SPARSE_MIN_ROWS),
         epochs=config.epochs if epochs is None else epochs,
         seed=config.seed,
         progress=config.progress,
