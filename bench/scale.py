@@ -425,6 +425,7 @@ def main():
         return
     if args.records:
         rows = [json.loads(line) for line in open(args.records) if line.strip()]
+        rows = [r for r in rows if r.get("bench") == "scale"]  # the recipe records (not load / eval / estimates)
     else:
         args.sizes = args.sizes or QUICK
         rows = run_sizes(args)
