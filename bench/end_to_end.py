@@ -18,28 +18,18 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import shutil
 import subprocess
 import sys
 import time
 
 
 def make_data(work: pathlib.Path, users: int, items: int, per_user: tuple[float, float]) -> pathlib.Path:
-    """The dataset folder (generated once, then reused)."""
-    import jaxrec
+    """The dataset folder (generated once by ``bench/scale.py``'s writer, then reused)."""
+    from scale import write_synthetic  # bench/ is on the path when this runs as a script
 
     folder = work / f"u{users}-i{items}-p{per_user[0]:g}-{per_user[1]:g}"
-    if (folder / "target" / "train.txt").exists():
-        return folder
-    ds = jaxrec.data.synthetic_large(
-        n_users=users, n_items=(items, items), interactions_per_user=per_user, block_users=1 << 15
-    )
-    ds = jaxrec.cold_start_split(ds, "source", "target", fraction=0.2, seed=0)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        shutil.rmtree(tmp)
-    jaxrec.data.write_dir(ds, tmp)
-    tmp.rename(folder)
+    if not (folder / "target" / "train.txt").exists():
+        write_synthetic(folder, users, items, per_user)
     return folder
 
 

@@ -74,27 +74,34 @@ def _size(text: str) -> tuple[int, int]:
     return int(float(x)), int(float(i))
 
 
-def make_data(work: pathlib.Path, interactions: int, items: int) -> pathlib.Path:
-    """The dataset folder of one size (generated once, then reused)."""
+def write_synthetic(folder: pathlib.Path, users: int, items: int, per_user: tuple[float, float]) -> int:
+    """Writes ``synthetic_large`` (``users`` users, ``items`` items per domain, ``per_user`` draws per active user)
+    with a 20 % cold-start split to ``folder`` (through a temporary folder, renamed when complete); returns the
+    number of interactions."""
+    import shutil
+
     import jaxrec
 
+    ds = jaxrec.data.synthetic_large(
+        n_users=users, n_items=(items, items), interactions_per_user=per_user, block_users=1 << 15
+    )
+    ds = jaxrec.cold_start_split(ds, "source", "target", fraction=0.2, seed=0)
+    tmp = folder.with_name(folder.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
+    jaxrec.data.write_dir(ds, tmp)
+    tmp.rename(folder)
+    return sum(ds.interactions(d, s).size for d in ds.domain_names for s in ds.splits(d))
+
+
+def make_data(work: pathlib.Path, interactions: int, items: int) -> pathlib.Path:
+    """The dataset folder of one size (generated once, then reused)."""
     folder = work / f"x{interactions:.0e}-i{items:.0e}".replace("+", "")
     if (folder / "target" / "train.txt").exists():
         return folder
     users = max(1000, int(interactions / (0.8 * sum(PER_USER))))
     t0 = time.perf_counter()
-    ds = jaxrec.data.synthetic_large(
-        n_users=users, n_items=(items, items), interactions_per_user=PER_USER, block_users=1 << 15
-    )
-    ds = jaxrec.cold_start_split(ds, "source", "target", fraction=0.2, seed=0)
-    tmp = folder.with_name(folder.name + ".tmp")
-    if tmp.exists():
-        import shutil
-
-        shutil.rmtree(tmp)
-    jaxrec.data.write_dir(ds, tmp)
-    tmp.rename(folder)
-    n = sum(ds.interactions(d, s).size for d in ds.domain_names for s in ds.splits(d))
+    n = write_synthetic(folder, users, items, PER_USER)
     print(f"data {folder.name}: {n:,} interactions, {users:,} users, written in {time.perf_counter() - t0:.0f} s")
     return folder
 
