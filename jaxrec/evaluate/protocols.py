@@ -108,7 +108,7 @@ def _pairs(ds, target, split, selected) -> tuple[np.ndarray, np.ndarray]:
     return pair_users, pair_items[pair_items >= 0].astype(np.int64)  # row-major: by user, then item
 
 
-def _pair_rows(scorer, n_items: int, n_negatives: int, batch_size: int, n_pairs: int) -> int:
+def _pair_rows(scorer, n_negatives: int, batch_size: int, n_pairs: int) -> int:
     """Pairs per batch of the sampled protocol for an embedding scorer (``[B, 1 + n, d]`` candidate vectors)."""
     return min(_pair_batch_size(batch_size, 1 + n_negatives, scorer.items.shape[1]), n_pairs)
 
@@ -137,7 +137,7 @@ def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
     if dense:
         bu, b, groups = _dense_groups(scorer, n_items, plan.batch_size, pair_users)
     else:
-        b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
+        b = _pair_rows(scorer, plan.n_negatives, plan.batch_size, n_pairs)
         groups = [(lo, hi, pad_rows(pair_users[lo:hi], b, 0), None) for lo, hi in batches(n_pairs, b)]
     runs = []
     for seed in plan.seeds:
@@ -184,7 +184,7 @@ def _trace_first_batches(scorer, top, pairs, ds, target, split, plan: Plan) -> N
             bu, b, _ = _dense_groups(scorer, n_items, plan.batch_size, _pairs(ds, target, split, plan.selected)[0])
             args = (np.zeros((bu,), np.int32), np.zeros((b,), np.int32))
         else:
-            b = _pair_rows(scorer, n_items, plan.n_negatives, plan.batch_size, n_pairs)
+            b = _pair_rows(scorer, plan.n_negatives, plan.batch_size, n_pairs)
             args = (np.zeros((b,), np.int32),)
         c = np.zeros((b, 1 + plan.n_negatives), np.int32)
         jax.eval_shape(
