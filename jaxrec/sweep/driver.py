@@ -240,7 +240,11 @@ def _valid_metrics(ds, model, params, domains, source, target, finite: np.ndarra
 def _early_stopping(valid_of: Callable, n_models: int, patience: int | None, deadline: float | None) -> tuple:
     """``(after_epoch, state)``: ``after_epoch(epoch, states)`` measures every model on valid (``valid_of(params,
     finite)``), keeps each model's best parameters in ``state`` and returns True (stop) once every model has gone
-    ``patience`` epochs without a better valid NDCG@10, or ``time.monotonic()`` has passed ``deadline``."""
+    ``patience`` epochs without a better valid NDCG@10, or ``time.monotonic()`` has passed ``deadline``.
+
+    A model that has gone ``patience`` epochs without a better valid score is stopped: it keeps the best epoch it
+    had then, whatever it scores in the epochs the other models still train, so each model ends where it would
+    have ended trained alone (``methods.run``)."""
     state = {"params": None, "valid": None, "epoch": np.zeros(n_models, np.int64), "stale": np.zeros(n_models)}
 
     def after_epoch(epoch: int, states) -> bool:
@@ -252,6 +256,8 @@ def _early_stopping(valid_of: Callable, n_models: int, patience: int | None, dea
             state["valid"] = {k: np.full(n_models, np.nan) for k in valid}
         else:
             better = score > np.nan_to_num(state["valid"]["NDCG@10"], nan=-np.inf)
+            if patience is not None:
+                better &= state["stale"] < patience
         for k in valid:
             state["valid"][k] = np.where(better, valid[k], state["valid"][k])
         state["epoch"] = np.where(better, epoch + 1, state["epoch"])
@@ -316,9 +322,10 @@ def sweep(
       seed: parameter-init seeds.
       epochs: epochs per model (default ``config.epochs``).
       chunk: models vmapped together (None: all S); see :func:`jaxrec.train.stack.make_stacked_step`.
-      patience: early stopping as the recipes do it: every model is measured on valid after every epoch, its
-        best parameters are kept, and the sweep stops once every model has gone ``patience`` epochs without a
-        better valid NDCG@10 (None: exactly ``epochs`` epochs, the last one measured).
+      patience: early stopping as the recipes do it: every model is measured on valid after every epoch and its
+        best parameters are kept; a model stops improving its kept epoch once it has gone ``patience`` epochs
+        without a better valid NDCG@10 (later epochs of the others do not revive it), and the sweep stops when
+        every model has (None: exactly ``epochs`` epochs, the last one measured).
       deadline: a ``time.monotonic()`` value; after the epoch that passes it the sweep stops, each model at its
         best epoch so far (implies the per-epoch measure).
 
