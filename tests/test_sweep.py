@@ -275,28 +275,22 @@ def test_lower_level_step_vmaps_and_reuses_its_compilation(ds):
 def test_early_stopping_stops_each_model_where_it_would_stop_alone():
     # scripted valid NDCG@10 per epoch for 3 models, patience 2 (the recipes' rule: stop after 2 evaluations
     # without a strictly better score). Model 0 stalls after epoch 1 and recovers at epoch 4, after it stopped:
-    # that later epoch must not be kept. Model 1 improves every epoch. Model 2 is never finite.
+    # that later epoch must not be kept. Model 1 improves up to epoch 3. Model 2 is never finite.
+    from types import SimpleNamespace
+
     from jaxrec.sweep.driver import _early_stopping
 
-    scores = np.array([[0.10, 0.20, np.nan], [0.05, 0.30, np.nan], [0.10, 0.40, np.nan], [0.50, 0.35, np.nan]])
-    epoch_box = {"e": 0}
+    nan = np.nan
+    scores = iter([[0.10, 0.20, nan], [0.05, 0.30, nan], [0.10, 0.40, nan], [0.50, 0.35, nan], [0.50, 0.35, nan]])
 
     def valid_of(params, finite):
-        return {"NDCG@10": scores[epoch_box["e"]].copy(), "Recall@10": scores[epoch_box["e"]].copy()}
-
-    class States:
-        params = {"w": jnp.asarray([0.0, 1.0, jnp.nan])}
+        row = np.asarray(next(scores))
+        return {"NDCG@10": row, "Recall@10": row}
 
     after_epoch, state = _early_stopping(valid_of, 3, patience=2, deadline=None)
-    stops = []
-    for e in range(4):
-        epoch_box["e"] = e
-        States.params = {"w": jnp.asarray([float(e), float(e), jnp.nan])}
-        stops.append(after_epoch(e, States))
+    stops = [after_epoch(e, SimpleNamespace(params={"w": jnp.asarray([e, e, nan])})) for e in range(5)]
     assert state["epoch"].tolist() == [1, 3, 0]  # model 0 keeps epoch 1, not its later 0.50
     np.testing.assert_allclose(state["valid"]["NDCG@10"][:2], [0.10, 0.40])
     np.testing.assert_allclose(np.asarray(state["params"]["w"][:2]), [0.0, 2.0])
-    # the sweep goes on while model 1 improves; it stops once every model has exhausted its patience
-    assert stops == [False, False, False, False]
-    epoch_box["e"] = 3
-    assert after_epoch(4, States) is True
+    # the sweep goes on while model 1 can still improve and stops once every model has exhausted its patience
+    assert stops == [False, False, False, False, True]
