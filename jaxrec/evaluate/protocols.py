@@ -121,12 +121,11 @@ def _candidates(positives: np.ndarray, negatives: np.ndarray) -> np.ndarray:
     return out
 
 
-def _dense_groups(scorer, n_items: int, batch_size: int, pair_users: np.ndarray) -> tuple[int, int, list]:
-    """A dense scorer's pair batches: ``(users per batch, pairs per batch, grouped_pairs(...))``; each user's
-    ``[N]`` score row is computed once per batch for all of their pairs."""
-    u = min(batch_rows(scorer, batch_size, n_items), max(1, np.unique(pair_users).size))
-    p = min(_DENSE_PAIRS_PER_USER * u, max(1, pair_users.shape[0]))
-    return u, p, list(grouped_pairs(pair_users, u, p))
+def _dense_sizes(scorer, n_items: int, batch_size: int, n_users: int, n_pairs: int) -> tuple[int, int]:
+    """A dense scorer's ``(users per batch, pairs per batch)`` in the sampled protocol, for ``n_users`` users with
+    ``n_pairs`` pairs; each user's ``[N]`` score row is computed once per batch for all of their pairs."""
+    u = min(batch_rows(scorer, batch_size, n_items), max(1, n_users))
+    return u, min(_DENSE_PAIRS_PER_USER * u, max(1, n_pairs))
 
 
 def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
@@ -135,7 +134,9 @@ def _sampled(scorer, fn, ds, target, split, plan: Plan, where: str):
     n_items = ds.n_items(target)
     dense = scorer.items is None
     if dense:
-        bu, b, groups = _dense_groups(scorer, n_items, plan.batch_size, pair_users)
+        n_users = int(np.count_nonzero(np.diff(pair_users))) + 1 if n_pairs else 0  # pairs are ordered by user
+        bu, b = _dense_sizes(scorer, n_items, plan.batch_size, n_users, n_pairs)
+        groups = list(grouped_pairs(pair_users, bu, b))
     else:
         b = _pair_rows(scorer, plan.n_negatives, plan.batch_size, n_pairs)
         groups = [(lo, hi, pad_rows(pair_users[lo:hi], b, 0), None) for lo, hi in batches(n_pairs, b)]
@@ -179,9 +180,10 @@ def _trace_first_batches(scorer, top, pairs, ds, target, split, plan: Plan) -> N
         ex = np.zeros((b, plan.exclude.shape[1]), np.int32)
         jax.eval_shape(lambda items, u, ex: top(fn, items, u, ex, k=max(plan.ks), n_items=n_items), scorer.items, u, ex)
     if "sampled" in plan.protocols:
-        n_pairs = int(ds.seen(target, split).lengths[plan.selected].sum())
+        lengths = ds.seen(target, split).lengths[plan.selected]
+        n_pairs = int(lengths.sum())
         if scorer.items is None:
-            bu, b, _ = _dense_groups(scorer, n_items, plan.batch_size, _pairs(ds, target, split, plan.selected)[0])
+            bu, b = _dense_sizes(scorer, n_items, plan.batch_size, int(np.count_nonzero(lengths)), n_pairs)
             args = (np.zeros((bu,), np.int32), np.zeros((b,), np.int32))
         else:
             b = _pair_rows(scorer, plan.n_negatives, plan.batch_size, n_pairs)
